@@ -1,0 +1,326 @@
+"""AlphaGAN generator (Lutz, Amplianitis & Smolic, "AlphaGAN: Generative adversarial networks for
+natural image matting", BMVC 2018).
+
+The generator is an encoder-decoder:
+
+* encoder: ResNet-50 (torchvision layout) whose first convolution takes 4 channels (RGB + trimap),
+  whose 3x3 max-pool returns its indices, and whose conv4_x / conv5_x stages (``layer3`` /
+  ``layer4``) use dilation 2 / 4 instead of striding, so the deepest features are at 1/8 of the
+  input resolution (output stride 8);
+* ASPP (DeepLab v3) on conv5_x: 1x1, 3x3 at rates 6/12/18 and image pooling, 256 channels each,
+  concatenated and projected to 256 channels;
+* decoder: bilinear x2 (1/8 -> 1/4) + skip from conv2_x, max-unpooling with the encoder's pooling
+  indices (1/4 -> 1/2) + skip from conv1, transposed convolution (1/2 -> 1/1) + the input RGB,
+  3x3 convolutions, a final 3x3 convolution to one channel and a sigmoid.
+
+The discriminator of AlphaGAN is the generic PatchGAN ``NLayerDiscriminator(input_nc=4)`` in
+``models/networks.py``, applied to ``[composite, trimap]``.
+"""
+
+import functools
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from util.errors import UserInputError
+
+# Normalisation the generator's RGB input must have (torchvision ImageNet statistics, RGB order),
+# applied by the model class to images in [0, 1]: rgb_in = (rgb - IMAGENET_MEAN) / IMAGENET_STD.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# forward() pads H and W up to a multiple of this (output stride 8 with exact x2 steps; 32 keeps
+# every stage's size even, as in the paper's training crops).
+SIZE_MULTIPLE = 32
+
+
+def get_norm_layer(norm):
+    """Return a constructor ``norm_layer(num_channels) -> nn.Module`` for ``norm``.
+
+    ``'batch'`` (or ``'sync_batch'``, converted by the training code): BatchNorm2d, the paper's
+    choice and the only one that uses the running statistics of pretrained ImageNet weights;
+    ``'instance'``: InstanceNorm2d with affine parameters (which take the pretrained BatchNorm
+    scales and shifts) and no running statistics. ``'none'`` is refused: the ResNet-50 encoder
+    and its pretrained weights need a normalisation layer.
+    """
+    if norm in ("batch", "sync_batch"):
+        return nn.BatchNorm2d
+    if norm == "instance":
+        return functools.partial(nn.InstanceNorm2d, affine=True, track_running_stats=False)
+    raise UserInputError(
+        f"AlphaGAN generator: norm {norm!r} is not supported; use --norm batch (paper) or --norm instance."
+    )
+
+
+def conv_norm_relu(in_channels, out_channels, kernel_size, norm_layer, dilation=1):
+    """Conv (no bias) -> norm -> ReLU; 'same' padding for odd kernel sizes; spatial size kept."""
+    padding = dilation * (kernel_size - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
+        norm_layer(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ResNet50Encoder(nn.Module):
+    """ResNet-50 encoder with a 4-channel input, pooling indices and output stride 8.
+
+    Parameter names are those of ``torchvision.models.resnet50`` (``conv1``, ``bn1``,
+    ``layer1`` ... ``layer4``; ``avgpool`` / ``fc`` are dropped), so a torchvision state dict loads
+    after widening ``conv1.weight`` (see :meth:`load_torchvision_state_dict`).
+
+    Dilation: torchvision's ``replace_stride_with_dilation=[False, True, True]`` gives every block
+    after the first of ``layer3`` dilation 2 and of ``layer4`` dilation 4, but leaves the first block
+    of each stage at the previous stage's dilation (1 and 2). As in the paper's architecture table,
+    here every block of ``layer3`` has dilation 2 and every block of ``layer4`` dilation 4: the
+    first block's 3x3 ``conv2`` (where torchvision would put the stride) is given the stage's
+    dilation and matching padding. Weight shapes are unchanged.
+    """
+
+    STAGE_DILATION = {"layer3": 2, "layer4": 4}
+
+    def __init__(self, norm_layer=nn.BatchNorm2d):
+        super().__init__()
+        resnet = torchvision.models.resnet50(
+            weights=None, replace_stride_with_dilation=[False, True, True], norm_layer=norm_layer
+        )
+        # conv1 widened to RGB + trimap; same initialisation as torchvision's convolutions.
+        self.conv1 = nn.Conv2d(4, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.bn1 = resnet.bn1
+        self.relu = resnet.relu
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, return_indices=True)
+        self.layer1 = resnet.layer1
+        self.layer2 = resnet.layer2
+        self.layer3 = resnet.layer3
+        self.layer4 = resnet.layer4
+        for name, dilation in self.STAGE_DILATION.items():
+            first_conv = getattr(self, name)[0].conv2
+            first_conv.dilation = (dilation, dilation)
+            first_conv.padding = (dilation, dilation)
+
+    def forward(self, x):
+        """Encode ``x``: (B, 4, H, W), H and W multiples of 8 (RGB normalised, trimap in {0, .5, 1}).
+
+        Returns a dict of features:
+            ``conv1``: (B, 64, H/2, W/2) after conv1 + norm + ReLU (before pooling);
+            ``pool_indices``: (B, 64, H/4, W/4) int64 max-pool indices into ``conv1``;
+            ``conv2_x``: (B, 256, H/4, W/4) (``layer1``);
+            ``conv3_x``: (B, 512, H/8, W/8) (``layer2``);
+            ``conv4_x``: (B, 1024, H/8, W/8) (``layer3``, dilation 2);
+            ``conv5_x``: (B, 2048, H/8, W/8) (``layer4``, dilation 4).
+        """
+        conv1 = self.relu(self.bn1(self.conv1(x)))
+        pooled, indices = self.maxpool(conv1)
+        conv2 = self.layer1(pooled)
+        conv3 = self.layer2(conv2)
+        conv4 = self.layer3(conv3)
+        conv5 = self.layer4(conv4)
+        return {
+            "conv1": conv1,
+            "pool_indices": indices,
+            "conv2_x": conv2,
+            "conv3_x": conv3,
+            "conv4_x": conv4,
+            "conv5_x": conv5,
+        }
+
+    def load_torchvision_state_dict(self, state_dict, source):
+        """Load a ``torchvision.models.resnet50`` state dict (ImageNet weights or a local file).
+
+        ``conv1.weight`` (64, 3, 7, 7) fills the RGB input channels; the trimap channel's weights
+        are set to zero, so at the start of training the network sees the image exactly as the
+        pretrained ResNet did. ``fc.*`` is ignored; with a norm that has no running statistics the
+        file's ``running_mean`` / ``running_var`` / ``num_batches_tracked`` are ignored too.
+        ``source`` names the weights in error messages. Raises :class:`UserInputError` if the dict
+        is not a ResNet-50 state dict.
+        """
+        fix = "pass the state dict of a torchvision resnet50 (torch.save(resnet50(...).state_dict(), path))"
+        if not isinstance(state_dict, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+        ):
+            raise UserInputError(f"{source} is not a state dict (a dict of tensors); {fix}.")
+        own = self.state_dict()
+        stat_suffixes = ("running_mean", "running_var", "num_batches_tracked")
+        state = {}
+        for key, value in state_dict.items():
+            if key.startswith("fc."):
+                continue
+            if key not in own and key.endswith(stat_suffixes):
+                continue
+            state[key] = value
+        conv1 = state.get("conv1.weight")
+        if conv1 is None or tuple(conv1.shape) != (64, 3, 7, 7):
+            shape = None if conv1 is None else tuple(conv1.shape)
+            raise UserInputError(f"{source}: conv1.weight should have shape (64, 3, 7, 7), found {shape}; {fix}.")
+        widened = torch.zeros_like(own["conv1.weight"])
+        widened[:, :3] = conv1.to(widened.dtype)
+        state["conv1.weight"] = widened
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise UserInputError(
+                f"{source} does not match ResNet-50: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}; {fix}."
+            )
+        wrong = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
+        if wrong:
+            k = wrong[0]
+            raise UserInputError(
+                f"{source}: {k} has shape {tuple(state[k].shape)}, ResNet-50 needs {tuple(own[k].shape)}; {fix}."
+            )
+        self.load_state_dict(state, strict=True)
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling (DeepLab v3) on conv5_x.
+
+    Branches: 1x1 conv; 3x3 convs at ``rates`` (6, 12, 18); image pooling (global average -> 1x1
+    conv -> ReLU, broadcast back). Each gives ``out_channels`` (256); they are concatenated and
+    projected by a 1x1 conv + norm + ReLU to ``out_channels``.
+
+    The image-pooling branch has a bias and no normalisation: its features are 1x1, so BatchNorm
+    would normalise over the batch alone and fails with batch size 1 (the paper trains with
+    batch size 1); InstanceNorm over one pixel would zero it.
+    """
+
+    def __init__(self, in_channels=2048, out_channels=256, rates=(6, 12, 18), norm_layer=nn.BatchNorm2d):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            [conv_norm_relu(in_channels, out_channels, 1, norm_layer)]
+            + [conv_norm_relu(in_channels, out_channels, 3, norm_layer, dilation=r) for r in rates]
+        )
+        self.image_pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1), nn.ReLU(inplace=True)
+        )
+        self.project = conv_norm_relu(out_channels * (len(rates) + 2), out_channels, 1, norm_layer)
+
+    def forward(self, x):
+        """(B, in_channels, h, w) -> (B, out_channels, h, w), values >= 0."""
+        pooled = self.image_pool(x).expand(-1, -1, x.shape[-2], x.shape[-1])
+        return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
+
+
+def pad_to_multiple(x, multiple):
+    """Pad (B, C, H, W) at the bottom/right to multiples of ``multiple``.
+
+    Reflection padding, or replicate padding where a side is too small to reflect (pad >= size).
+    Returns the padded tensor; crop with ``[..., :H, :W]``.
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+class AlphaGANGenerator(nn.Module):
+    """AlphaGAN generator: (B, 4, H, W) image + trimap -> alpha matte (B, 1, H, W) in [0, 1].
+
+    Input channels: 0-2 RGB normalised with ImageNet statistics
+    (``(rgb - IMAGENET_MEAN) / IMAGENET_STD`` for ``rgb`` in [0, 1]; the model class does this);
+    channel 3 the trimap in {0, 0.5, 1} (background, unknown, foreground). Any H, W: the input is
+    padded to multiples of 32 (reflection) and the output cropped back.
+
+    Args:
+        pretrained: load torchvision's ImageNet ResNet-50 weights (``IMAGENET1K_V1``, downloaded by
+            torchvision, needs the internet or torchvision's cache) into the encoder.
+        pretrained_path: a local ``torchvision.models.resnet50`` state dict to load instead; giving
+            it implies loading pretrained weights, whatever ``pretrained`` says.
+        norm: ``'batch'`` (paper) or ``'instance'``; used in encoder, ASPP and decoder.
+
+    With pretrained weights, conv1's RGB weights are the ImageNet ones and the trimap channel's
+    weights start at zero. Only the encoder is pretrained: when re-initialising the network, leave
+    ``self.encoder`` alone (initialise ``self.aspp`` / decoder modules only).
+
+    Submodules: ``encoder`` (:class:`ResNet50Encoder`), ``aspp`` (:class:`ASPP`), then the decoder
+    ``skip_conv2``, ``decode_quarter``, ``unpool``, ``skip_conv1``, ``decode_half``,
+    ``up_full``, ``decode_full``, ``alpha_conv``.
+    """
+
+    def __init__(self, pretrained=False, pretrained_path=None, norm="batch"):
+        super().__init__()
+        norm_layer = get_norm_layer(norm)
+        self.encoder = ResNet50Encoder(norm_layer)
+        self.aspp = ASPP(2048, 256, (6, 12, 18), norm_layer)
+        # 1/4: ASPP upsampled x2 (256) + conv2_x reduced to 48 -> 3x3 convs; down to conv1's 64
+        # channels so the encoder's pooling indices (B, 64, H/4, W/4) apply.
+        self.skip_conv2 = conv_norm_relu(256, 48, 1, norm_layer)
+        self.decode_quarter = nn.Sequential(
+            conv_norm_relu(256 + 48, 256, 3, norm_layer),
+            conv_norm_relu(256, 64, 3, norm_layer),
+        )
+        # 1/4 -> 1/2: max-unpooling with the indices of the encoder's 3x3/2 max-pool (a x2
+        # upsampling; the output size is given explicitly in forward).
+        self.unpool = nn.MaxUnpool2d(kernel_size=2, stride=2)
+        self.skip_conv1 = conv_norm_relu(64, 32, 1, norm_layer)
+        self.decode_half = nn.Sequential(
+            conv_norm_relu(64 + 32, 64, 3, norm_layer),
+            conv_norm_relu(64, 64, 3, norm_layer),
+        )
+        # 1/2 -> 1/1: transposed conv, kernel 4, stride 2, padding 1 (exactly x2).
+        self.up_full = nn.Sequential(
+            nn.ConvTranspose2d(64, 32, kernel_size=4, stride=2, padding=1, bias=False),
+            norm_layer(32),
+            nn.ReLU(inplace=True),
+        )
+        self.decode_full = nn.Sequential(
+            conv_norm_relu(32 + 3, 32, 3, norm_layer),
+            conv_norm_relu(32, 32, 3, norm_layer),
+        )
+        self.alpha_conv = nn.Conv2d(32, 1, kernel_size=3, padding=1)
+
+        if pretrained_path is not None:
+            self.encoder.load_torchvision_state_dict(load_state_dict_file(pretrained_path), str(pretrained_path))
+        elif pretrained:
+            self.encoder.load_torchvision_state_dict(download_imagenet_resnet50(), "torchvision IMAGENET1K_V1")
+
+    def forward(self, x):
+        """(B, 4, H, W) [normalised RGB, trimap in {0, 0.5, 1}] -> alpha (B, 1, H, W) in [0, 1]."""
+        if x.dim() != 4 or x.shape[1] != 4:
+            raise ValueError(f"AlphaGANGenerator expects (B, 4, H, W) RGB + trimap, got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, SIZE_MULTIPLE)
+        feats = self.encoder(x)
+        y = self.aspp(feats["conv5_x"])
+        y = F.interpolate(y, size=feats["conv2_x"].shape[-2:], mode="bilinear", align_corners=False)
+        y = self.decode_quarter(torch.cat([y, self.skip_conv2(feats["conv2_x"])], dim=1))
+        y = self.unpool(y, feats["pool_indices"], output_size=feats["conv1"].shape[-2:])
+        y = self.decode_half(torch.cat([y, self.skip_conv1(feats["conv1"])], dim=1))
+        y = self.up_full(y)
+        y = self.decode_full(torch.cat([y, x[:, :3]], dim=1))
+        alpha = torch.sigmoid(self.alpha_conv(y))
+        return alpha[..., :h, :w]
+
+
+def load_state_dict_file(path):
+    """Read a state dict saved with ``torch.save`` (``weights_only=True``); UserInputError if unreadable."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserInputError(f"pretrained weights file {path} does not exist; check --pretrained_path.") from None
+    except Exception as exc:  # corrupt zip / pickle, non-tensor objects, a directory, ...
+        raise UserInputError(
+            f"could not read pretrained weights {path} ({type(exc).__name__}: {exc}); it should be a "
+            "torchvision resnet50 state dict saved with torch.save."
+        ) from None
+
+
+def download_imagenet_resnet50():
+    """torchvision's ImageNet ResNet-50 state dict (``ResNet50_Weights.IMAGENET1K_V1``).
+
+    Downloads into torchvision's cache (``$TORCH_HOME``) on first use; without internet access,
+    raises :class:`UserInputError` suggesting a local file.
+    """
+    weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
+    try:
+        return weights.get_state_dict(progress=True)
+    except Exception as exc:  # URLError, OSError, hash mismatch, ...
+        raise UserInputError(
+            f"could not download ImageNet ResNet-50 weights from {weights.url} ({type(exc).__name__}: {exc}); "
+            "connect to the internet, or save a torchvision resnet50 state dict elsewhere and pass it with "
+            "--pretrained_path."
+        ) from None

@@ -1,0 +1,52 @@
+"""Template: copy to ``models/<name>_model.py``, rename the class to ``<Name>Model`` and fill in.
+
+``python train.py --model template --dataset_mode unaligned --dataroot ...`` runs it as it is: a
+generator trained with an L1 loss to map A to B (a paired regression; replace with your method).
+"""
+import torch
+
+from models import networks
+from models.base_model import BaseModel
+
+
+class TemplateModel(BaseModel):
+    """Inputs: 'A', 'B' (B, C, H, W) in [-1, 1]. Network: G (A -> B). Loss: L1(G(A), B)."""
+
+    @staticmethod
+    def modify_commandline_options(parser, is_train=True):
+        """Add this model's options; change defaults of existing ones with ``set_defaults``."""
+        parser.set_defaults(dataset_mode='unaligned')
+        if is_train:
+            parser.add_argument('--lambda_regression', type=float, default=1.0, help='weight of the L1 loss')
+        return parser
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.loss_names = ['G']                # printed and plotted: self.loss_G
+        self.visual_names = ['data_A', 'data_B', 'output']   # shown and saved
+        self.model_names = ['G']               # saved / loaded: self.netG
+        self.netG = networks.define_G(opt.input_nc, opt.output_nc, opt.ngf, opt.netG, opt.norm,
+                                      not opt.no_dropout, opt.init_type, opt.init_gain, self.device)
+        if self.isTrain:
+            self.criterionLoss = torch.nn.L1Loss()
+            self.optimizer = torch.optim.Adam(self.netG.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
+            self.optimizers = [self.optimizer]
+
+    def set_input(self, input):
+        AtoB = self.opt.direction == 'AtoB'
+        self.data_A = input['A' if AtoB else 'B'].to(self.device)
+        self.data_B = input['B' if AtoB else 'A'].to(self.device)
+        self.image_paths = input['A_paths' if AtoB else 'B_paths']
+
+    def forward(self):
+        self.output = self.netG(self.data_A)
+
+    def backward(self):
+        self.loss_G = self.criterionLoss(self.output, self.data_B) * self.opt.lambda_regression
+        self.loss_G.backward()
+
+    def optimize_parameters(self):
+        self.forward()
+        self.optimizer.zero_grad()
+        self.backward()
+        self.optimizer.step()

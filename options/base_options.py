@@ -1,0 +1,183 @@
+"""Options shared by training and testing.
+
+Modern names follow the current CycleGAN codebase (``--load_size``, ``--crop_size``,
+``--preprocess``, ``--n_epochs``...). The official InstaGAN names (``--loadSizeH``,
+``--fineSizeW``, ``--resize_or_crop``, ``--niter``, ``--no_lsgan``...) are accepted as aliases so
+the official README's commands run unchanged.
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+import data
+import models
+from util.util import atomic_write
+
+
+class _Alias(argparse.Action):
+    """Store a legacy option's value into its modern destination."""
+
+    def __init__(self, option_strings, dest, target, convert=None, **kw):
+        super().__init__(option_strings, dest, **kw)
+        self.target, self.convert = target, convert
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.target, self.convert(values) if self.convert else values)
+
+
+class _StoreConst(argparse.Action):
+    """A flag that stores a constant into another destination (e.g. --no_lsgan -> gan_mode)."""
+
+    def __init__(self, option_strings, dest, target, value, **kw):
+        super().__init__(option_strings, dest, nargs=0, **kw)
+        self.target, self.value = target, value
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.target, self.value)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with choices listed on unknown values, exit status 2 on errors (argparse's own)."""
+
+
+class BaseOptions:
+    """Parse, complete and save options. ``parse()`` returns an ``argparse.Namespace``."""
+
+    isTrain = False
+
+    def __init__(self, argv=None):
+        self.argv = list(sys.argv[1:] if argv is None else argv)
+
+    def initialize(self, parser):
+        g = parser.add_argument_group('basic')
+        g.add_argument('--dataroot', help='path to the data (layout depends on --dataset_mode)')
+        g.add_argument('--name', default='experiment_name', help='run name: checkpoints and results go under it')
+        g.add_argument('--gpu_ids', default=None,
+                       help='e.g. 0 or 0,1; -1 for CPU. Default: the first GPU when one exists, else CPU')
+        g.add_argument('--checkpoints_dir', default='./checkpoints', help='models are saved here')
+        g.add_argument('--seed', type=int, default=None, help='random seed (python, numpy, torch); none by default')
+        g = parser.add_argument_group('model')
+        g.add_argument('--model', default='cycle_gan', help='model name: models/<model>_model.py')
+        g.add_argument('--input_nc', type=int, default=3, help='input image channels')
+        g.add_argument('--output_nc', type=int, default=3, help='output image channels')
+        g.add_argument('--ngf', type=int, default=64, help='generator filters in the first conv layer')
+        g.add_argument('--ndf', type=int, default=64, help='discriminator filters in the first conv layer')
+        g.add_argument('--netD', default='basic', help='basic | n_layers | pixel | set')
+        g.add_argument('--netG', default='resnet_9blocks',
+                       help='resnet_9blocks | resnet_6blocks | unet_128 | unet_256 | set | alphagan')
+        g.add_argument('--n_layers_D', type=int, default=3, help='layers of the n_layers / set discriminator')
+        g.add_argument('--norm', default='instance', choices=['instance', 'batch', 'sync_batch', 'none'],
+                       help='normalisation layer')
+        g.add_argument('--init_type', default='normal', choices=['normal', 'xavier', 'kaiming', 'orthogonal'])
+        g.add_argument('--init_gain', type=float, default=0.02, help='scale for normal, xavier and orthogonal')
+        g.add_argument('--no_dropout', action='store_true', help='no dropout in the generator')
+        g = parser.add_argument_group('data')
+        g.add_argument('--dataset_mode', default='unaligned', help='dataset mode: data/<dataset_mode>_dataset.py')
+        g.add_argument('--direction', default='AtoB', choices=['AtoB', 'BtoA'])
+        g.add_argument('--serial_batches', action='store_true', help='take images in order, else shuffle')
+        g.add_argument('--num_threads', type=int, default=4, help='data loader workers')
+        g.add_argument('--batch_size', type=int, default=1)
+        g.add_argument('--load_size', type=int, default=286, help='scale images to this size (square)')
+        g.add_argument('--crop_size', type=int, default=256, help='then crop to this size (square)')
+        g.add_argument('--load_size_h', type=int, default=None, help='load height (default: --load_size)')
+        g.add_argument('--load_size_w', type=int, default=None, help='load width (default: --load_size)')
+        g.add_argument('--crop_size_h', type=int, default=None, help='crop height (default: --crop_size)')
+        g.add_argument('--crop_size_w', type=int, default=None, help='crop width (default: --crop_size)')
+        g.add_argument('--max_dataset_size', type=int, default=float('inf'), help='use at most this many samples')
+        g.add_argument('--preprocess', default='resize_and_crop',
+                       choices=['resize_and_crop', 'crop', 'scale_width', 'scale_width_and_crop', 'none'])
+        g.add_argument('--no_flip', action='store_true', help='no random horizontal flip')
+        g.add_argument('--display_winsize', type=int, default=256, help='display and HTML image size')
+        g = parser.add_argument_group('misc')
+        g.add_argument('--epoch', default='latest', help='which epoch to load: latest or a number')
+        g.add_argument('--load_iter', type=int, default=0, help='load iter_<load_iter> checkpoints when > 0')
+        g.add_argument('--verbose', action='store_true', help='print more')
+        g.add_argument('--suffix', default='', help='name suffix, e.g. {model}_{netG}_size{load_size}')
+        g = parser.add_argument_group('legacy aliases (official InstaGAN / older CycleGAN names)')
+        for old, new in [('--loadSizeH', 'load_size_h'), ('--loadSizeW', 'load_size_w'),
+                         ('--fineSizeH', 'crop_size_h'), ('--fineSizeW', 'crop_size_w'),
+                         ('--loadSize', 'load_size'), ('--fineSize', 'crop_size'),
+                         ('--which_epoch', 'epoch')]:
+            conv = int if new != 'epoch' else None
+            g.add_argument(old, action=_Alias, target=new, convert=conv, dest='_alias_' + new,
+                           help=f'alias of --{new}')
+        g.add_argument('--resize_or_crop', action=_Alias, target='preprocess', dest='_alias_preprocess',
+                       convert=_legacy_preprocess, help='alias of --preprocess')
+        g.add_argument('--which_direction', action=_Alias, target='direction', dest='_alias_direction')
+        g.add_argument('--which_model_netG', action=_Alias, target='netG', dest='_alias_netG')
+        g.add_argument('--which_model_netD', action=_Alias, target='netD', dest='_alias_netD')
+        g.add_argument('--nThreads', action=_Alias, target='num_threads', convert=int, dest='_alias_nt')
+        return parser
+
+    # ------------------------------------------------------------------ parsing
+    def gather_options(self):
+        """Base options, then the model's and the dataset mode's hooks, then parse."""
+        parser = ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser = self.initialize(parser)
+        opt, _ = parser.parse_known_args(self.argv)
+        model_option_setter = models.get_option_setter(opt.model, parser)
+        parser = model_option_setter(parser, self.isTrain)
+        opt, _ = parser.parse_known_args(self.argv)  # the model may change dataset_mode's default
+        dataset_option_setter = data.get_option_setter(opt.dataset_mode, parser)
+        parser = dataset_option_setter(parser, self.isTrain)
+        self.parser = parser
+        return parser.parse_args(self.argv)
+
+    def print_options(self, opt, save=True):
+        lines = ['----------------- Options ---------------']
+        for k, v in sorted(vars(opt).items()):
+            if k.startswith('_alias_'):
+                continue
+            default = self.parser.get_default(k)
+            comment = f'\t[default: {default}]' if v != default else ''
+            lines.append(f'{k:>25}: {str(v):<30}{comment}')
+        lines.append('----------------- End -------------------')
+        message = '\n'.join(lines)
+        if getattr(opt, 'rank', 0) == 0:
+            if opt.verbose:
+                print(message)
+            if save:
+                expr_dir = os.path.join(opt.checkpoints_dir, opt.name)
+                os.makedirs(expr_dir, exist_ok=True)
+                file_name = os.path.join(expr_dir, f'{opt.phase}_opt.txt' if not self.isTrain else 'train_opt.txt')
+                atomic_write(file_name, lambda f: f.write(message + '\n'), mode='w')
+        return message
+
+    def parse(self, save=True):
+        opt = self.gather_options()
+        opt.isTrain = self.isTrain
+        for k in [k for k in vars(opt) if k.startswith('_alias_')]:
+            delattr(opt, k)
+        # sizes: square options fill the non-square ones
+        opt.load_size_h = opt.load_size_h or opt.load_size
+        opt.load_size_w = opt.load_size_w or opt.load_size
+        opt.crop_size_h = opt.crop_size_h or opt.crop_size
+        opt.crop_size_w = opt.crop_size_w or opt.crop_size
+        if opt.suffix:
+            opt.name = opt.name + '_' + opt.suffix.format(**vars(opt))
+        opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
+        opt.device = f'cuda:{opt.gpu_ids[0]}' if opt.gpu_ids else 'cpu'
+        opt.rank = int(os.environ.get('RANK', 0))
+        opt.world_size = int(os.environ.get('WORLD_SIZE', 1))
+        self.print_options(opt, save=save)
+        self.opt = opt
+        return opt
+
+
+def _legacy_preprocess(value):
+    """Map official InstaGAN ``--resize_or_crop`` values to ``--preprocess`` values."""
+    return {'scale_width': 'scale_width', 'resize_and_crop': 'resize_and_crop', 'crop': 'crop',
+            'scale_width_and_crop': 'scale_width_and_crop', 'none': 'none'}.get(value, value)
+
+
+def parse_gpu_ids(value):
+    """'0,1' -> [0, 1]; '-1' -> [] (CPU); None -> [0] when CUDA is available, else []."""
+    if value is None:
+        return [0] if torch.cuda.is_available() else []
+    ids = [int(s) for s in str(value).split(',') if s.strip() != '']
+    ids = [i for i in ids if i >= 0]
+    if ids and not torch.cuda.is_available():
+        raise SystemExit(f'--gpu_ids {value}: no CUDA device is available here; use --gpu_ids -1 for CPU')
+    return ids

@@ -1,0 +1,1 @@
+"""Helpers shared by models, data and scripts: images, HTML, visualizer, metrics, checkpoints."""
