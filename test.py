@@ -32,7 +32,7 @@ def test(opt):
               'netG': opt.netG, 'ngf': opt.ngf}
     header.update(getattr(model, 'report_options', lambda: {})())
     webpage = html.HTML(web_dir, f'{opt.name}: {opt.phase}, epoch {opt.epoch}', header_info=header,
-                        per_page=opt.results_per_page)
+                        rows_per_page=opt.results_per_page)
     if opt.eval:
         model.eval()
     value_range = getattr(model, 'visual_value_range', (-1.0, 1.0))

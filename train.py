@@ -75,7 +75,8 @@ def train(opt):
                 if crossed(before, total_iters, opt.display_freq):
                     model.compute_visuals()
                     visualizer.display_current_results(model.get_current_visuals(), epoch,
-                                                       crossed(before, total_iters, opt.update_html_freq))
+                                                       crossed(before, total_iters, opt.update_html_freq),
+                                                       value_range=getattr(model, 'visual_value_range', (-1, 1)))
                 if crossed(before, total_iters, opt.print_freq):
                     t_comp = (time.time() - t0) / opt.batch_size
                     visualizer.print_current_losses(epoch, epoch_iter, losses, t_comp, t0 - t_data)

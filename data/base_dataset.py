@@ -26,6 +26,7 @@ the horizontal flip happens with probability 1/2 when ``opt.isTrain and not opt.
 Images are resized bicubic (antialiased); masks by nearest neighbour, with the same pixel-centre
 convention as PIL, so a mask and its image agree pixel for pixel.
 """
+import os
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -191,6 +192,16 @@ def cover_params(size, out_hw):
     return {'size': (w, h), 'resize': (rw, rh), 'crop': ((rw - W) // 2, (rh - H) // 2, W, H), 'flip': False}
 
 
+def resize_cover(image, masks, out_hw, resample=Image.BILINEAR):
+    """Resize a PIL image and its masks (K, H, W) to cover ``out_hw`` (H, W), then centre-crop.
+
+    The image is resampled with ``resample`` (antialiased), the masks by nearest neighbour, with
+    the same geometry (:func:`cover_params`). Returns ``(PIL image, bool array (K, H, W))``.
+    """
+    params = cover_params(image.size, out_hw)
+    return transform_pil(image, params, resample), transform_masks(np.asarray(masks, dtype=bool), params).numpy()
+
+
 def get_transform(opt, params=None, kind='image', grayscale=False, rng=None):
     """A callable ``img -> tensor`` (see :func:`apply_transform`); ``grayscale`` gives 1 channel.
 
@@ -236,10 +247,18 @@ def domain_channels(opt):
 
 
 def open_image(path, mode='RGB'):
-    """Read an image file fully and convert it to ``mode``; UserInputError naming it if unreadable."""
+    """Read an image file fully and convert it to ``mode``; UserInputError naming it if unreadable.
+
+    Files PIL cannot decode are retried with OpenCV (some Multi-Human Parsing JPEGs need it).
+    """
     try:
         with Image.open(path) as img:
             return img.convert(mode)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise UserInputError(f"Cannot read image '{path}' ({e}); replace the file or remove it "
-                             f"(and its masks) from the dataset.") from None
+        error = e
+    import cv2  # only for files PIL cannot read
+    arr = cv2.imread(str(path), cv2.IMREAD_COLOR) if os.path.isfile(path) else None
+    if arr is not None:
+        return Image.fromarray(cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)).convert(mode)
+    raise UserInputError(f"Cannot read image '{path}' ({error}); replace the file or remove it "
+                         f"(and its masks) from the dataset.")

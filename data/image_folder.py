@@ -80,22 +80,34 @@ def save_png(path, array):
     Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(path, format='PNG')
 
 
-def write_instances(img_dir, seg_dir, stem, image, masks):
+def min_area_pixels(min_area, hw):
+    """``--min_area`` as pixels: a value below 1 is a fraction of the H*W image area."""
+    return min_area * hw[0] * hw[1] if min_area < 1 else min_area
+
+
+def write_instances(img_dir, seg_dir, stem, image, masks, min_area=0):
     """Write one sample in InstaGAN's layout: ``img_dir/<stem>.png`` and ``seg_dir/<stem>_<k>.png``.
 
-    ``image``: PIL image or uint8 array (H, W, 3); ``masks``: bool array (K, H, W), written as
-    binary 0/255 gray PNGs in order of decreasing area (k = 0 is the largest).
+    ``image``: PIL image or uint8 array (H, W, 3); ``masks``: bool array (K, H, W). Masks with
+    fewer than ``max(1, min_area)`` pixels are dropped (see :func:`min_area_pixels` for fractions);
+    the rest are written as binary 0/255 gray PNGs in order of decreasing area (k = 0 the largest).
+    Nothing is written when no mask is left. Returns the number of masks written.
     """
-    masks = np.asarray(masks, dtype=bool)
+    masks = np.asarray(masks, dtype=bool).reshape(-1, *np.asarray(masks).shape[-2:])
+    areas = masks.reshape(len(masks), -1).sum(1)
+    order = [i for i in np.argsort(-areas, kind='stable')
+             if areas[i] >= max(1, min_area_pixels(min_area, masks.shape[-2:]))]
+    if not order:
+        return 0
     os.makedirs(img_dir, exist_ok=True)
     os.makedirs(seg_dir, exist_ok=True)
     if isinstance(image, Image.Image):
         image.save(os.path.join(img_dir, stem + '.png'), format='PNG')
     else:
         save_png(os.path.join(img_dir, stem + '.png'), image)
-    order = np.argsort(-masks.reshape(len(masks), -1).sum(1), kind='stable')
     for k, i in enumerate(order):
         save_png(os.path.join(seg_dir, f'{stem}_{k}.png'), masks[i].astype(np.uint8) * 255)
+    return len(order)
 
 
 @contextlib.contextmanager

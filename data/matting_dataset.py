@@ -45,11 +45,10 @@ import numpy as np
 import torch
 
 from data.base_dataset import BaseDataset
+from data.image_folder import IMG_EXTENSIONS
 from data.trimap import (DEFAULT_TRIMAP_RANGES, TRIMAP_MODES, check_ranges, make_trimap,
                          quantize_trimap, trimap_to_unit)
 from util.errors import UserInputError
-
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 TRAIN_LAYOUT = ('  <dataroot>[/<phase>]/fg/<name>.png     foreground colours\n'
                 '  <dataroot>[/<phase>]/alpha/<name>.png  alpha mattes, same names as fg\n'

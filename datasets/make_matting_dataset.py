@@ -13,19 +13,19 @@ and area-averaged: sub-pixel width, fractional alpha), and semi-transparent area
 constant partial opacity and a smoke-like gradient). Same seed -> identical PNG bytes.
 
 Usage: ``python datasets/make_matting_dataset.py --out datasets/matting_synth [--n_train 24]
-[--n_test 8] [--n_bg 24] [--size 160] [--seed 0]``. Existing ``<out>/train`` and ``<out>/test``
-are replaced (built aside first, then swapped in); nothing else in ``<out>`` is touched.
+[--n_test 8] [--n_bg 24] [--size 160] [--seed 0] [--overwrite]``. The set is built in a temporary
+folder and moved in when complete; existing ``<out>/train`` / ``<out>/test`` are replaced only with
+``--overwrite`` (nothing else in ``<out>`` is touched).
 """
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data.image_folder import output_folders  # noqa: E402
 from data.trimap import make_trimap  # noqa: E402
 from util.errors import UserInputError  # noqa: E402
 
@@ -172,26 +172,19 @@ def _build(root, n_train, n_test, n_bg, size, seed):
             _write(os.path.join(root, 'test', sub, name), img)
 
 
-def make_matting_dataset(out='datasets/matting_synth', n_train=24, n_test=8, n_bg=24, size=160, seed=0):
+def make_matting_dataset(out='datasets/matting_synth', n_train=24, n_test=8, n_bg=24, size=160, seed=0,
+                         overwrite=False):
     """Write the synthetic set under ``out`` (see module docstring); return ``out``.
 
     ``size``: image height in pixels (widths vary around it). Deterministic in ``seed``.
+    Raises UserInputError when ``out/train`` or ``out/test`` exists, unless ``overwrite``.
     """
     if min(n_train, n_test, n_bg) < 1 or size < 16:
         raise UserInputError(f'make_matting_dataset: need n_train, n_test, n_bg >= 1 and size >= 16 '
                              f'(got {n_train}, {n_test}, {n_bg}, {size}).')
     out = os.path.abspath(out)
-    os.makedirs(out, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.matting_synth-', dir=out)
-    try:
+    with output_folders(out, ('train', 'test'), overwrite) as tmp:
         _build(tmp, n_train, n_test, n_bg, size, seed)
-        for sub in ('train', 'test'):  # swap each finished folder in, then drop the old one
-            old = os.path.join(tmp, f'{sub}.old')
-            if os.path.exists(os.path.join(out, sub)):
-                os.rename(os.path.join(out, sub), old)
-            os.rename(os.path.join(tmp, sub), os.path.join(out, sub))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -203,9 +196,10 @@ def main(argv=None):
     p.add_argument('--n_bg', type=int, default=24, help='training backgrounds')
     p.add_argument('--size', type=int, default=160, help='image height in pixels (widths vary)')
     p.add_argument('--seed', type=int, default=0, help='same seed -> identical files')
+    p.add_argument('--overwrite', action='store_true', help='replace existing train/ and test/ in --out')
     a = p.parse_args(argv)
     try:
-        out = make_matting_dataset(a.out, a.n_train, a.n_test, a.n_bg, a.size, a.seed)
+        out = make_matting_dataset(a.out, a.n_train, a.n_test, a.n_bg, a.size, a.seed, a.overwrite)
     except UserInputError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

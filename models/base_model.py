@@ -116,7 +116,7 @@ class BaseModel(ABC):
 
     def get_current_losses(self):
         """OrderedDict name -> float for ``loss_names``."""
-        return OrderedDict((name, float(getattr(self, 'loss_' + name))) for name in self.loss_names
+        return OrderedDict((name, float(_detached(getattr(self, 'loss_' + name)))) for name in self.loss_names
                            if hasattr(self, 'loss_' + name))
 
     def set_requires_grad(self, nets, requires_grad=False):
@@ -218,6 +218,10 @@ class BaseModel(ABC):
                 print(net)
             print(f'[Network {name}] Total number of parameters : {networks.count_parameters(net) / 1e6:.3f} M')
         print('-----------------------------------------------')
+
+
+def _detached(value):
+    return value.detach() if isinstance(value, torch.Tensor) else value
 
 
 def unwrap(net):

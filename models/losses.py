@@ -83,7 +83,8 @@ def composition_loss(pred_alpha, fg, bg, image, unknown, eps=1e-6):
         Scalar tensor >= 0; 0 (differentiable) when there is no unknown pixel.
 
     Raises:
-        ValueError if fg / bg / image are clearly not on a 0-1 scale (below -0.05 or above 1.05).
+        ValueError if fg / bg / image are clearly not on a 0-1 scale (below -0.05 or above 1.05;
+        catches [-1, 1] and 0-255 inputs). The check reads 6 numbers back from the device.
     """
     if eps <= 0:
         raise ValueError(f"composition_loss: eps must be > 0, got {eps}")
@@ -151,10 +152,11 @@ def laplacian_loss(pred, gt, unknown=None, levels=5):
         L_lap = sum_{i=0}^{levels-1} 2^i * mean_{U_i} |L_i(a_p) - L_i(a_g)|
 
     ``L_i`` is level i of :func:`laplacian_pyramid` (finest i = 0; the coarsest level is the
-    low-pass residual). Weight 2^i per level as in GCA / FBA Matting, which compensates for the
-    smaller magnitude and number of coefficients at coarse levels; the weighted level losses are
-    summed, not averaged. Unlike GCA's version, the low-pass residual is included, so the loss is
-    zero only when ``pred == gt`` (band-pass levels alone ignore a constant offset).
+    low-pass residual). Weight 2^i per level as in Hou & Liu and in GCA / FBA Matting's code,
+    which compensates for the smaller magnitude of coarse coefficients; the weighted level means
+    are summed, not averaged. Unlike GCA's code (band-pass levels only), the low-pass residual is
+    the last level, so the loss is zero only when ``pred == gt``: a constant offset ``c`` costs
+    ``2^(levels-1) * |c|`` (band-pass levels alone ignore it).
 
     Args:
         pred, gt: alpha (B, 1, H, W) in [0, 1] (any C works).

@@ -178,7 +178,8 @@ def evaluate_dirs(pred_dir, gt_dir, trimap_dir, baselines=(), image_dir=None, al
         raise UserInputError("--baseline cf needs --image DIR, the folder of the RGB images the "
                              "mattes belong to")
 
-    folders = {"pred": list_images(pred_dir, "prediction"), "gt": list_images(gt_dir, "ground-truth"),
+    folders = {"pred": list_images(pred_dir, "prediction"),
+               "gt": list_images(gt_dir, "ground-truth"),
                "trimap": list_images(trimap_dir, "trimap")}
     if "cf" in baselines:
         folders["image"] = list_images(image_dir, "RGB image")
@@ -225,7 +226,10 @@ def evaluate_dirs(pred_dir, gt_dir, trimap_dir, baselines=(), image_dir=None, al
                     f"size mismatch: {paths[role]} is {arr.shape[1]}x{arr.shape[0]} but "
                     f"{paths['trimap']} is {trimap.shape[1]}x{trimap.shape[0]} (width x height); "
                     f"the prediction, ground truth and trimap must have the same size")
-        per_image[stem] = evaluate_matte(pred, gt, trimap, copy_known=True)
+        try:
+            per_image[stem] = evaluate_matte(pred, gt, trimap, copy_known=True)
+        except ValueError as e:
+            raise UserInputError(f"cannot score {paths['pred']} against {paths['gt']}: {e}") from e
         if "half" in baselines:
             per_baseline["half"][stem] = evaluate_matte(half_baseline(trimap), gt, trimap)
         if "cf" in baselines:

@@ -115,8 +115,15 @@ def test_laplacian_loss_is_zero_for_equal_inputs_and_positive_otherwise():
     gt = torch.rand(2, 1, 37, 50)  # odd sizes exercise the pyramid's rounding
     assert laplacian_loss(gt.clone(), gt).item() == 0.0
     assert laplacian_loss(torch.rand(2, 1, 37, 50), gt).item() > 0
-    # a constant offset has no band-pass content; the low-pass residual level catches it
-    assert laplacian_loss((gt + 0.1).clamp(max=1.0), gt).item() > 0
+
+
+def test_laplacian_loss_sees_a_constant_offset_only_in_the_weighted_residual_level():
+    torch.manual_seed(0)
+    gt = 0.8 * torch.rand(1, 1, 37, 50)
+    # band-pass levels of a constant are zero (the Gaussian keeps constants); the residual level
+    # (i = levels - 1, weight 2^(levels-1)) holds the offset itself
+    assert laplacian_loss(gt + 0.1, gt, levels=5).item() == pytest.approx(16 * 0.1, rel=1e-4)
+    assert laplacian_loss(gt + 0.1, gt, levels=3).item() == pytest.approx(4 * 0.1, rel=1e-4)
 
 
 def test_laplacian_loss_with_one_level_is_plain_l1():
