@@ -274,7 +274,7 @@ class InstaGANModel(BaseModel):
                     'G_B': 'B', 'cyc_B': 'B', 'idt_A': 'B', 'ctx_B': 'B', 'D_B': 'B'}
             for k, v in {**g_losses, **d_losses}.items():
                 if ran[side[k]]:
-                    sums[k] += float(v)
+                    sums[k] += float(v.detach() if torch.is_tensor(v) else v)
                     counts[k] += 1
         for k in self.loss_names:
             setattr(self, 'loss_' + k, sums[k] / counts[k] if counts[k] else 0.0)

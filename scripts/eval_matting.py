@@ -220,11 +220,11 @@ def evaluate_dirs(pred_dir, gt_dir, trimap_dir, baselines=(), image_dir=None, al
         trimap, n_changed = quantize_trimap(read_gray(paths["trimap"], "trimap"))
         if n_changed:
             quantised[stem] = n_changed
-        for role, arr in (("pred", pred), ("gt", gt)):
-            if arr.shape != trimap.shape:
+        for role, arr in (("pred", pred), ("trimap", trimap)):
+            if arr.shape != gt.shape:
                 raise UserInputError(
                     f"size mismatch: {paths[role]} is {arr.shape[1]}x{arr.shape[0]} but "
-                    f"{paths['trimap']} is {trimap.shape[1]}x{trimap.shape[0]} (width x height); "
+                    f"{paths['gt']} is {gt.shape[1]}x{gt.shape[0]} (width x height); "
                     f"the prediction, ground truth and trimap must have the same size")
         try:
             per_image[stem] = evaluate_matte(pred, gt, trimap, copy_known=True)
@@ -315,11 +315,15 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        result = evaluate_dirs(args.pred, args.gt, args.trimap, baselines=args.baseline,
-                               image_dir=args.image, allow_missing=args.allow_missing)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            result = evaluate_dirs(args.pred, args.gt, args.trimap, baselines=args.baseline,
+                                   image_dir=args.image, allow_missing=args.allow_missing)
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     print(format_table(result, args.name))
     if args.json:
         write_json_atomic(result, args.json)

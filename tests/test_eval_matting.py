@@ -87,7 +87,7 @@ def test_known_pixels_of_predictions_are_taken_from_the_trimap(dataset):
     assert raw["Grad"] != pytest.approx(garbage["per_image"]["apple"]["Grad"])
 
 
-def test_stray_trimap_values_are_snapped_with_one_counted_warning(dataset):
+def test_stray_trimap_values_are_snapped_with_one_counted_warning(dataset, capsys):
     root, arrays = dataset
     reference = evaluate_dirs(*dirs(root))
     # stray value per original class; each snaps back to the original value
@@ -105,6 +105,10 @@ def test_stray_trimap_values_are_snapped_with_one_counted_warning(dataset):
     assert len(msgs) == 1 and "5 trimap pixels in 2 of 3 trimaps" in msgs[0]
     assert result["trimap_quantised"] == {"pixels": 5, "images": ["apple", "boat"]}
     assert result["per_image"] == reference["per_image"]
+    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt"),
+                 "--trimap", str(root / "trimap")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "5 trimap pixels" in err
 
 
 def test_missing_counterpart_is_an_error_naming_the_file(dataset):
@@ -133,7 +137,7 @@ def test_allow_missing_scores_complete_sets_with_one_counted_warning(dataset):
 def test_size_mismatch_names_both_files(dataset):
     root, arrays = dataset
     cv2.imwrite(str(root / "pred" / "apple.png"), arrays["apple"]["pred"][:, :30])
-    with pytest.raises(UserInputError, match=r"pred[/\\]apple\.png is 30x32 .*trimap[/\\]apple\.png is 40x32"):
+    with pytest.raises(UserInputError, match=r"pred[/\\]apple\.png is 30x32 .*gt[/\\]apple\.png is 40x32"):
         evaluate_dirs(*dirs(root))
 
 
@@ -162,6 +166,7 @@ def test_half_baseline_scores_alpha_one_half_in_the_unknown_region(dataset):
     assert half["mean"]["SAD"] == pytest.approx(np.mean([v["SAD"] for v in half["per_image"].values()]))
 
 
+@pytest.mark.slow  # the first pymatting import in a fresh venv JIT-compiles (~50 s, then cached)
 def test_closed_form_baseline_beats_half_on_clean_composites(dataset, capsys):
     root, _ = dataset
     for stem in ("cat",):  # two tiny images are enough

@@ -144,7 +144,7 @@ def _gradient_magnitude(img, g, dg):
     """
     gx = cv2.sepFilter2D(img, cv2.CV_64F, dg, g, borderType=cv2.BORDER_REPLICATE)
     gy = cv2.sepFilter2D(img, cv2.CV_64F, g, dg, borderType=cv2.BORDER_REPLICATE)
-    return np.sqrt(gx * gx + gy * gy)
+    return cv2.magnitude(gx, gy)  # sqrt(gx^2 + gy^2) in one pass
 
 
 def _gradient(p, g, unknown, sigma):
@@ -190,8 +190,8 @@ def _largest_component(mask):
     """
     # Labels without stats + bincount is several times faster than connectedComponentsWithStats.
     n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-    if n <= 1:
-        return np.zeros(mask.shape, dtype=bool)
+    if n <= 2:  # no component, or the mask is one component
+        return mask
     area = np.bincount(labels.ravel(), minlength=n)[1:]
     cand = np.flatnonzero(area == area.max()) + 1
     if cand.size > 1:  # tie: the first tied pixel in column-major order decides
@@ -209,16 +209,16 @@ def _connectivity(p, g, unknown, step, theta=0.15):
     # Threshold i is t_i = i / n_steps; alpha/255 >= t_i  <=>  alpha * n_steps >= 255 * i, which is
     # exact for 8-bit values (MATLAB's single-precision comparison gives the same answers; an
     # np.arange threshold list would make 0.6 -> 0.6000000000000001 and drop alpha = 153).
+    # A pixel's l is t_{i-1} for the first i with the pixel outside Omega_i, i.e. l * n_steps is
+    # the number of leading thresholds whose Omega holds it (n_steps, l = 1, if all do).
     both = np.minimum(p, g) * n_steps
-    level = np.full(p.shape, n_steps, dtype=np.int16)  # l_map * n_steps; 'never dropped' -> 1
-    unset = np.ones(p.shape, dtype=bool)
+    level = np.zeros(p.shape, dtype=np.int16)
+    kept = np.ones(p.shape, dtype=bool)  # in every Omega so far
     for i in range(1, n_steps + 1):
-        omega = _largest_component(both >= 255.0 * i)
-        drop = unset & ~omega
-        level[drop] = i - 1
-        unset &= omega
-        if not unset.any():
+        kept &= _largest_component(both >= 255.0 * i)
+        if not kept.any():
             break
+        level += kept
     l_map = level[unknown] / n_steps
     p_d = p[unknown] / 255.0 - l_map
     g_d = g[unknown] / 255.0 - l_map

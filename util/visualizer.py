@@ -185,17 +185,20 @@ class Visualizer:
         """
         if not self.enabled or not visuals:
             return
+        save = self.use_html and (save_result or not self.saved)
+        vis = self._visdom()
+        if vis is None and not save:
+            return
         images = {}
         for label, image in visuals.items():
             vr = value_range.get(label, (-1.0, 1.0)) if isinstance(value_range, dict) else value_range
             images[label] = tensor2im(image, vr)
-        vis = self._visdom()
         if vis is not None:
             try:
                 self._show_images(vis, images)
             except ConnectionError as e:
                 self._visdom_failed(_reason(e))
-        if self.use_html and (save_result or not self.saved):
+        if save:
             self.saved = True
             for label, image_numpy in images.items():
                 save_image(image_numpy, os.path.join(self.img_dir, 'epoch%.3d_%s.png' % (epoch, label)))
@@ -257,7 +260,7 @@ class Visualizer:
                                xlabel='epoch', ylabel='loss'))
             self._n_plotted = len(self.plot_data['X'])
         except ConnectionError as e:
-            self._visdom_failed(str(e) or 'connection failed')
+            self._visdom_failed(_reason(e))
 
     def print_current_losses(self, epoch, iters, losses, t_comp, t_data):
         """Print ``(epoch: E, iters: I, time: T, data: D) name: value ...`` and append it to
