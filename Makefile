@@ -7,7 +7,7 @@ VENV ?= $(HOME)/.cache/instagan-alphagan/venv-$(REQ_HASH)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-matting test venv clean-venv
+.PHONY: demo demo-matting test venv browser clean-venv
 
 venv: $(STAMP)
 
@@ -19,14 +19,21 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --no-build-isolation -r requirements.txt
 	touch $(STAMP)
 
-test: venv
+# The result-page tests render in Debian's Chromium (no browser download); install it when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium (needs root and apt); browser tests will be skipped"; }
+
+test: venv browser
 	$(PY) -m pytest -q tests
 
 demo: venv
 	$(PY) scripts/demo.py
 
 demo-matting: venv
-	$(PY) scripts/demo.py --task matting
+	$(PY) scripts/demo_matting.py
 
 clean-venv:
 	rm -rf $(VENV)

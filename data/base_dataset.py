@@ -8,10 +8,11 @@ stacks of masks), so an image and its masks / alpha / trimap stay pixel-aligned.
 Why not the official InstaGAN way: it reseeds Python's ``random`` before transforming the image
 and again before each mask, hoping ``transforms.RandomCrop`` / ``RandomHorizontalFlip`` draw the
 same numbers each time. Since torchvision 0.8 those transforms draw from *torch's* generator, which
-the reseed does not touch, so the image and each mask get different crops and flips (in our check,
-199 of 200 samples misaligned). Here nothing relies on reseeding: the parameters are drawn once,
-from torch's generator (so DataLoader workers, which torch seeds differently, draw differently and
-``torch.manual_seed`` makes runs repeatable), and the geometry is a pure function of them.
+the reseed does not touch, so the image and each mask get different crops and flips (checked
+with torchvision 0.29: 200 of 200 samples misaligned). Here nothing relies on reseeding: the
+parameters are drawn once, from torch's generator (so DataLoader workers, which torch seeds
+differently, draw differently, and ``torch.manual_seed`` makes runs repeatable), and the geometry
+is a pure function of them.
 
 Geometry (``opt.preprocess``, sizes from ``opt.load_size_h/w`` and ``opt.crop_size_h/w``):
 
@@ -140,19 +141,21 @@ def transform_masks(masks, params):
     sample's input size. Returns a tensor (K, ch, cw) of the same dtype; values are only moved,
     never mixed, so binary masks stay binary.
     """
-    masks = torch.as_tensor(np.asarray(masks)) if not torch.is_tensor(masks) else masks
     w, h = params['size']
-    if masks.shape[-2:] != (h, w):
+    if tuple(masks.shape[-2:]) != (h, w):
         raise ValueError(f'masks of size {tuple(masks.shape[-2:])} do not match the sample size {(h, w)}')
     rows, cols = nearest_indices(params)
-    return masks[:, torch.from_numpy(rows)][:, :, torch.from_numpy(cols)]
+    if torch.is_tensor(masks):
+        return masks[:, torch.from_numpy(rows)][:, :, torch.from_numpy(cols)]
+    return torch.from_numpy(np.asarray(masks)[:, rows[:, None], cols[None, :]])
 
 
 def apply_transform(img, opt, params, kind='image'):
     """Apply the sample's parameters to one image or mask; return a tensor in [-1, 1].
 
     ``img``: PIL image, or uint8/bool array (H, W) or (H, W, C), of the sample's input size.
-    ``kind='image'``: bicubic (antialiased) resize -> (C, ch, cw) float in [-1, 1].
+    ``kind='image'``: bicubic (antialiased) resize -> (C, ch, cw) float in [-1, 1] (also right for
+    a soft alpha matte given as an 'L' image).
     ``kind='mask'``: nearest neighbour -> (C, ch, cw) float, 0..255 mapped linearly to [-1, 1]
     (a 0/255 mask gives {-1, 1}, a 0/128/255 trimap gives {-1, ~0, 1}).
     ``opt`` is accepted for the CycleGAN-style signature; the geometry is all in ``params``.
@@ -167,8 +170,8 @@ def apply_transform(img, opt, params, kind='image'):
     else:
         raise ValueError(f"kind must be 'image' or 'mask', got {kind!r}")
     arr = arr[:, :, None] if arr.ndim == 2 else arr
-    arr = np.require(arr, requirements=['C', 'W'])  # torch wants a writable array
-    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    # numpy does the arithmetic: torch's thread pool costs more than these small arrays
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32) / 127.5 - 1.0)
 
 
 def transform_pil(img, params, resample=Image.BICUBIC):

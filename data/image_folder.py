@@ -94,7 +94,7 @@ def write_instances(img_dir, seg_dir, stem, image, masks, min_area=0):
     Nothing is written when no mask is left. Returns the number of masks written.
     """
     masks = np.asarray(masks, dtype=bool).reshape(-1, *np.asarray(masks).shape[-2:])
-    areas = masks.reshape(len(masks), -1).sum(1)
+    areas = masks.reshape(len(masks), -1).sum(1) if len(masks) else np.zeros(0, dtype=np.int64)
     order = [i for i in np.argsort(-areas, kind='stable')
              if areas[i] >= max(1, min_area_pixels(min_area, masks.shape[-2:]))]
     if not order:

@@ -55,17 +55,17 @@ def read_masks(mask_paths, size, image_path):
 def instance_slots(masks, n_slots):
     """Order instances by area (largest first) into ``n_slots`` slots.
 
-    ``masks``: bool tensor (K, H, W) (already augmented). Instances that are empty (e.g. cropped
-    away) become empty slots; beyond ``n_slots`` the smallest are dropped. Returns
+    ``masks``: bool array or tensor (K, H, W), already augmented. Instances that are empty (e.g.
+    cropped away) become empty slots; beyond ``n_slots`` the smallest are dropped. Returns
     ``(n_slots, H, W)`` float in {-1, 1}, -1 everywhere in an empty slot.
     """
-    h, w = masks.shape[-2:]
-    areas = masks.flatten(1).sum(1)
-    order = torch.argsort(areas, descending=True, stable=True)
+    masks = masks.numpy() if torch.is_tensor(masks) else np.asarray(masks)  # numpy: no thread-pool overhead
+    areas = masks.reshape(len(masks), -1).sum(1) if len(masks) else np.zeros(0, dtype=np.int64)
+    order = np.argsort(-areas, kind='stable')
     order = order[areas[order] > 0][:n_slots]
-    out = torch.full((n_slots, h, w), -1.0)
-    out[:len(order)] = masks[order].float() * 2 - 1
-    return out
+    out = np.full((n_slots,) + masks.shape[-2:], -1.0, dtype=np.float32)
+    out[:len(order)] = masks[order] * 2.0 - 1.0
+    return torch.from_numpy(out)
 
 
 class InstanceFolder:

@@ -116,7 +116,7 @@ def make_sample(domain, rng, size=64):
         else:
             cx, cy = rng.uniform(0, size, 2)
             mask = _shape_mask(shape, cx, cy, s, size)
-        if (mask & occupied).any() or mask.sum() < max(12, MIN_VISIBLE * full_area(s)):
+        if (mask & occupied).any() or mask.sum() < max(4, MIN_VISIBLE * full_area(s)):
             continue
         colour = np.clip(np.array(colours[rng.integers(len(colours))]) + rng.normal(0, 10, 3), 0, 255)
         theta = rng.uniform(0, 2 * np.pi)  # shading: a linear light gradient across the instance
@@ -128,6 +128,8 @@ def make_sample(domain, rng, size=64):
         occupied |= mask
         masks.append(mask)
         centres.append((cx, cy))
+    if not masks:
+        raise RuntimeError(f'could not place an instance in a {size}px image')
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), np.stack(masks)
 
 

@@ -3,9 +3,25 @@
 A model lists ``loss_names``, ``visual_names`` and ``model_names``; the visualizer, checkpointing
 and test.py are generic over them. Subclasses implement ``set_input``, ``forward`` and
 ``optimize_parameters`` and may add options through ``modify_commandline_options``.
+
+Training steps go through two helpers, which give every model mixed precision, non-finite-loss
+handling and multi-process training without model code of its own::
+
+    with self.autocast():                     # --amp bf16|fp16 (no-op otherwise)
+        loss = ...
+    self.backward(loss, self.optimizer_G)     # scaled by the optimizer's GradScaler under fp16
+    self.step(self.optimizer_G, {'G_A': self.loss_G_A, ...})   # check, all-reduce, step
+
+``step`` refuses to step on a non-finite loss (``--nan_policy stop`` raises :class:`NonFiniteLoss`
+before the update; ``skip`` leaves that optimizer's weights and state untouched and counts the
+skip), averages gradients over the ranks under torchrun, and steps through the GradScaler. A
+model that calls ``optimizer.step()`` itself still gets its gradients averaged (an optimizer
+step pre-hook), but no loss scaling and no skipping.
 """
+import hashlib
 import os
 import random
+import types
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -14,8 +30,18 @@ import numpy as np
 import torch
 
 from models import networks
-from util import checkpoint
+from util import checkpoint, distributed
 from util.errors import UserInputError
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss is NaN or infinite; raised before the optimizer step that would have used it.
+
+    ``name``: the loss's name (or None when it was on another rank); ``value``: its value."""
+
+    def __init__(self, name, value, message=None):
+        self.name, self.value = name, value
+        super().__init__(message or (f'loss {name} is {value}' if name else 'a loss is not finite on another rank'))
 
 
 class BaseModel(ABC):
@@ -30,8 +56,12 @@ class BaseModel(ABC):
         self.save_dir = os.path.join(opt.checkpoints_dir, opt.name)
         self.loss_names, self.model_names, self.visual_names = [], [], []
         self.optimizers, self.schedulers, self.image_paths = [], [], []
+        self.scalers = []         # one torch.amp.GradScaler per optimizer (enabled under --amp fp16)
         self.image_pools = {}     # name -> ImagePool; saved with the training state
         self.metric = 0           # for the plateau scheduler
+        self.skipped_steps = 0    # optimizer steps skipped on non-finite losses (--nan_policy skip)
+        self.guarded_steps = 0    # optimizer steps taken through self.step
+        self._synced = set()      # ids of optimizers whose gradients self.step already averaged
         if self.device.type == 'cuda':
             torch.backends.cudnn.benchmark = not getattr(opt, 'deterministic', False)
 
@@ -58,13 +88,40 @@ class BaseModel(ABC):
 
     # ------------------------------------------------------------------ setup
     def setup(self, opt):
-        """Schedulers (training), then load networks (testing or ``--continue_train``), then print."""
+        """Schedulers (training), load networks (testing or ``--continue_train``), then the
+        runtime: under torchrun the weights of rank 0 on every rank, SyncBatchNorm
+        (``--norm sync_batch``) and gradient averaging; ``--channels_last``, ``--compile``, and
+        one GradScaler per optimizer (``--amp fp16``). Then print the networks."""
         if self.isTrain:
             self.schedulers = [networks.get_scheduler(optimizer, opt) for optimizer in self.optimizers]
         if not self.isTrain or getattr(opt, 'continue_train', False):
             load_suffix = f'iter_{opt.load_iter}' if opt.load_iter > 0 else opt.epoch
             self.load_networks(load_suffix)
+        self.setup_runtime(opt)
         self.print_networks(opt.verbose)
+
+    def setup_runtime(self, opt):
+        """Distribution and speed options (see :meth:`setup`); call once, after the optimizers exist."""
+        multi = distributed.active()
+        for name, net in self.nets():
+            if multi and self.isTrain and opt.norm == 'sync_batch':
+                if self.device.type != 'cuda':
+                    raise UserInputError('--norm sync_batch synchronises batch statistics between GPUs (NCCL); '
+                                         'on CPU use --norm batch (statistics per process) or --norm instance.')
+                net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)   # same Parameter objects
+            if multi:
+                distributed.broadcast_module(net, 0, self.device)
+            if getattr(opt, 'channels_last', False):
+                net = net.to(memory_format=torch.channels_last)              # params changed in place
+            if getattr(opt, 'compile', False):
+                net = torch.compile(net)
+            setattr(self, 'net' + name, net)
+        if self.isTrain:
+            fp16 = getattr(opt, 'amp', 'none') == 'fp16'
+            self.scalers = [torch.amp.GradScaler(self.device.type, enabled=fp16) for _ in self.optimizers]
+            if multi:
+                for optimizer in self.optimizers:
+                    optimizer.register_step_pre_hook(self._average_gradients_hook)
 
     def nets(self):
         """(name, network) pairs for ``model_names``."""
@@ -127,16 +184,148 @@ class BaseModel(ABC):
                 for param in net.parameters():
                     param.requires_grad = requires_grad
 
+    # ------------------------------------------------------------------ training steps
+    def scaler_for(self, optimizer):
+        """The GradScaler of ``optimizer`` (None when there is none, e.g. before setup)."""
+        for o, s in zip(self.optimizers, self.scalers):
+            if o is optimizer:
+                return s
+        return None
+
+    def backward(self, loss, optimizer=None):
+        """``loss.backward()``, the loss scaled by ``optimizer``'s GradScaler under ``--amp fp16``.
+
+        A loss that needs no gradient (a constant: no sample of this rank contributed) is
+        skipped; under torchrun the rank then joins the average with zero gradients."""
+        if not (torch.is_tensor(loss) and loss.requires_grad):
+            return
+        scaler = self.scaler_for(optimizer) if optimizer is not None else None
+        if scaler is not None and scaler.is_enabled():
+            loss = scaler.scale(loss)
+        loss.backward()
+
+    def step(self, optimizer, losses=None):
+        """Take ``optimizer``'s step unless a loss it was computed from is not finite.
+
+        ``losses``: what the gradients came from, to check first: a dict name -> tensor or float,
+        a list of loss names (attributes ``loss_<name>``), one tensor, or None. Under torchrun
+        the decision is taken together (a bad loss on one rank skips or stops every rank) and
+        the gradients are averaged over the ranks. Non-finite loss: ``--nan_policy stop``
+        (default) raises :class:`NonFiniteLoss` before any update; ``skip`` clears the gradients,
+        leaves the weights and the optimizer state untouched, counts ``self.skipped_steps`` and
+        returns False. Under ``--amp fp16`` the step goes through the optimizer's GradScaler
+        (which itself skips steps whose scaled gradients overflowed). Returns True when stepped."""
+        self.guarded_steps += 1
+        bad = _first_nonfinite(self._named_losses(losses))
+        if distributed.any_rank(bad is not None, self.device):
+            optimizer.zero_grad(set_to_none=True)
+            if getattr(self.opt, 'nan_policy', 'stop') != 'skip':
+                raise NonFiniteLoss(*(bad or (None, None)))
+            self.skipped_steps += 1
+            return False
+        scaler = self.scaler_for(optimizer)
+        if distributed.active():
+            distributed.allreduce_grads(_params(optimizer), self.device)
+            self._synced.add(id(optimizer))
+        try:
+            if scaler is not None and scaler.is_enabled():
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+        finally:
+            self._synced.discard(id(optimizer))
+        return True
+
+    def any_rank(self, flag):
+        """True when ``flag`` is true on any rank (models use it to take a step on every rank
+        together, e.g. when only some ranks have data for it); ``flag`` itself without torchrun."""
+        return distributed.any_rank(flag, self.device)
+
+    def _named_losses(self, losses):
+        if losses is None:
+            return {}
+        if torch.is_tensor(losses):
+            return {'total': losses}
+        if isinstance(losses, dict):
+            return losses
+        return {name: getattr(self, 'loss_' + name) for name in losses if hasattr(self, 'loss_' + name)}
+
+    def _average_gradients_hook(self, optimizer, args, kwargs):
+        """Optimizer step pre-hook under torchrun: average the gradients unless ``step`` did."""
+        if id(optimizer) not in self._synced:
+            distributed.allreduce_grads(_params(optimizer), self.device)
+
     # ------------------------------------------------------------------ checkpoints
     def network_path(self, epoch, name):
         return os.path.join(self.save_dir, f'{epoch}_net_{name}.pth')
 
+    def train_state_path(self, label):
+        return os.path.join(self.save_dir, f'{label}_train_state.pth')
+
+    def network_states(self):
+        """name -> CPU state dict, unwrapped from any parallel or compiled wrapper."""
+        return {name: {k: v.detach().cpu() for k, v in unwrap(net).state_dict().items()}
+                for name, net in self.nets()}
+
     def save_networks(self, epoch):
         """Write ``<save_dir>/<epoch>_net_<name>.pth``: CPU state dicts, unwrapped from any parallel
         or compiled wrapper, written atomically."""
-        for name, net in self.nets():
-            state = {k: v.detach().cpu() for k, v in unwrap(net).state_dict().items()}
-            checkpoint.save(state, self.network_path(epoch, name))
+        checkpoint.save_group([(state, self.network_path(epoch, name))
+                               for name, state in self.network_states().items()])
+
+    def save_checkpoint(self, labels, progress):
+        """Write the networks and the training state under every label of ``labels`` (e.g.
+        ``['latest', 5]``) as one checkpoint; call it on EVERY rank (collective), rank 0 writes.
+
+        Under torchrun, BatchNorm running statistics are first averaged over the ranks, the
+        weights are checked to be equal on every rank, and every rank's RNG state and image
+        pools are gathered so that a resumed run continues each rank exactly. ``progress``: a
+        dict with at least ``epoch`` and ``total_iters`` (stored in the training state and
+        returned by :meth:`load_training_state`). Returns nothing."""
+        for _, net in self.nets():
+            distributed.average_batchnorm_stats(unwrap(net), self.device)
+        diverged = distributed.check_in_sync(
+            [(f'net{n}.{k}', p) for n, net in self.nets() for k, p in unwrap(net).named_parameters()], self.device)
+        if diverged:
+            raise RuntimeError(f'the ranks hold different weights ({", ".join(diverged[:4])}...): a training step '
+                               'updated them without averaging gradients; take optimizer steps through '
+                               'BaseModel.step (or optimizer.step after BaseModel.setup).')
+        per_rank = distributed.gather_to_main(self.rank_state())
+        if not distributed.is_main(self.opt):
+            return
+        blobs = {name: checkpoint.serialize(state) for name, state in self.network_states().items()}
+        digests = {name: hashlib.sha256(b).hexdigest() for name, b in blobs.items()}
+        state = self.training_state(progress, per_rank=per_rank, digests=digests)
+        for label in labels:
+            checkpoint.save_group([(b, self.network_path(label, name)) for name, b in blobs.items()]
+                                  + [(state, self.train_state_path(label))])
+
+    def rank_state(self):
+        """What differs between ranks: RNG states and image pools (CPU tensors)."""
+        return {'rng': rng_state(), 'image_pools': {k: p.state_dict() for k, p in self.image_pools.items()}}
+
+    def training_state(self, progress, per_rank=None, digests=None):
+        """Everything beyond the weights that exact resumption needs: ``progress`` (epoch, counters),
+        optimizers, schedulers, GradScalers, image pools and RNG states (rank 0's, and in
+        ``ranks`` the others'), and the SHA-256 of each network file it goes with."""
+        per_rank = per_rank or [self.rank_state()]
+        return {
+            **progress,
+            'world_size': len(per_rank),
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            'scalers': [s.state_dict() for s in self.scalers],
+            'image_pools': per_rank[0]['image_pools'],
+            'rng': per_rank[0]['rng'],
+            'ranks': per_rank[1:],
+            'nets': digests or {},
+        }
+
+    def save_training_state(self, label, epoch, total_iters):
+        """Write ``<label>_train_state.pth`` alone (single process; see :meth:`save_checkpoint`)."""
+        checkpoint.save(self.training_state({'epoch': epoch, 'total_iters': total_iters, 'epoch_done': True}),
+                        self.train_state_path(label))
 
     def convert_state_dict(self, name, state_dict, net):
         """Hook: convert a foreign checkpoint layout (e.g. the official InstaGAN one) to ours."""
@@ -173,40 +362,50 @@ class BaseModel(ABC):
                 raise UserInputError(f'{path} does not fit net{name}: {str(e).splitlines()[-1].strip()}. '
                                      'Check --ngf/--ndf, --input_nc/--output_nc and --norm.') from None
 
-    def training_state(self, epoch, total_iters):
-        """Everything beyond the weights that exact resumption needs."""
-        return {
-            'epoch': epoch, 'total_iters': total_iters,
-            'optimizers': [o.state_dict() for o in self.optimizers],
-            'schedulers': [s.state_dict() for s in self.schedulers],
-            'scalers': [s.state_dict() for s in getattr(self, 'scalers', [])],
-            'image_pools': {k: p.state_dict() for k, p in self.image_pools.items()},
-            'rng': rng_state(),
-        }
-
-    def save_training_state(self, label, epoch, total_iters):
-        """Write ``<label>_train_state.pth`` (optimizers, schedulers, pools, RNG, counters)."""
-        checkpoint.save(self.training_state(epoch, total_iters),
-                        os.path.join(self.save_dir, f'{label}_train_state.pth'))
-
     def load_training_state(self, label):
-        """Restore what ``save_training_state`` wrote; returns (epoch, total_iters) or None when the
-        file does not exist (e.g. a checkpoint with networks only)."""
-        path = os.path.join(self.save_dir, f'{label}_train_state.pth')
+        """Restore what :meth:`save_checkpoint` / :meth:`save_training_state` wrote; returns its
+        progress dict (``epoch``, ``total_iters``, ...) or None when the file does not exist (a
+        checkpoint with networks only). Network files that do not match the digests recorded
+        in the state (a save interrupted between two files) raise UserInputError. This rank's
+        RNG state and image pools are restored when the state has them (same world size);
+        the learning-rate schedule keeps the current options (``--n_epochs`` ...)."""
+        path = self.train_state_path(label)
         if not os.path.isfile(path):
             return None
         state = checkpoint.load(path, map_location='cpu')
+        for name, digest in state.get('nets', {}).items():
+            net_path = self.network_path(label, name)
+            if os.path.isfile(net_path) and checkpoint.file_digest(net_path) != digest:
+                raise UserInputError(
+                    f'{net_path} is not the file that {path} was saved with (a save was interrupted between '
+                    f'files, or the file was replaced). Resume from another checkpoint (--epoch N or '
+                    f'--load_iter N), or delete {path} to resume from the weights alone (fresh optimizers).')
         for o, s in zip(self.optimizers, state['optimizers']):
             o.load_state_dict(s)
         for sch, s in zip(self.schedulers, state['schedulers']):
+            objects = [f for f in getattr(sch, 'lr_lambdas', []) if not _is_function(f)]
+            current = [dict(vars(f)) for f in objects]      # e.g. LinearDecay(n_epochs, ...) of this run
             sch.load_state_dict(s)
-        for sc, s in zip(getattr(self, 'scalers', []), state.get('scalers', [])):
-            sc.load_state_dict(s)
-        for k, s in state['image_pools'].items():
-            if k in self.image_pools:
-                self.image_pools[k].load_state_dict(s, self.device)
-        set_rng_state(state['rng'])
-        return state['epoch'], state['total_iters']
+            for f, d in zip(objects, current):
+                f.__dict__.update(d)
+        for sc, s in zip(self.scalers, state.get('scalers', [])):
+            if s:
+                sc.load_state_dict(s)
+        rank = getattr(self.opt, 'rank', 0)
+        mine = None
+        if rank == 0:
+            mine = {'rng': state['rng'], 'image_pools': state['image_pools']}
+        elif state.get('world_size', 1) == getattr(self.opt, 'world_size', 1) and len(state.get('ranks', [])) >= rank:
+            mine = state['ranks'][rank - 1]
+        if mine is not None:
+            for k, s in mine['image_pools'].items():
+                if k in self.image_pools:
+                    self.image_pools[k].load_state_dict(s, self.device)
+            set_rng_state(mine['rng'])
+        progress = {k: v for k, v in state.items()
+                    if k not in ('optimizers', 'schedulers', 'scalers', 'image_pools', 'rng', 'ranks', 'nets')}
+        progress.setdefault('epoch_done', True)
+        return progress
 
     def print_networks(self, verbose=False):
         """Print parameter counts (and the architectures when ``verbose``)."""
@@ -222,6 +421,31 @@ class BaseModel(ABC):
 
 def _detached(value):
     return value.detach() if isinstance(value, torch.Tensor) else value
+
+
+def _is_function(f):
+    return isinstance(f, types.FunctionType)
+
+
+def _params(optimizer):
+    return [p for group in optimizer.param_groups for p in group['params']]
+
+
+def _first_nonfinite(named):
+    """(name, value) of the first non-finite loss in ``named`` (name -> tensor, number or None),
+    else None. One device synchronisation when all are finite."""
+    values = {k: (v.detach().float().reshape(-1) if torch.is_tensor(v) else torch.tensor([float(v)]))
+              for k, v in named.items() if v is not None}
+    if not values:
+        return None
+    device = next(iter(values.values())).device
+    if bool(torch.cat([v.to(device) for v in values.values()]).isfinite().all()):
+        return None
+    for name, v in values.items():
+        bad = v[~v.isfinite()]
+        if len(bad):
+            return name, float(bad[0])
+    return None
 
 
 def unwrap(net):

@@ -54,6 +54,8 @@ class InstaGANModel(BaseModel):
                             help='order in which instances are translated: by decreasing area or random')
         parser.add_argument('--ins_max', type=int, default=4, help='maximum number of instances used per image')
         parser.add_argument('--ins_per', type=int, default=2, help='instances translated per pass')
+        parser.add_argument('--n_blocks', type=int, default=9,
+                            help='residual blocks of each set-generator encoder (official: 9)')
         if is_train:
             parser.add_argument('--lambda_A', type=float, default=10.0, help='weight of cycle loss A->B->A')
             parser.add_argument('--lambda_B', type=float, default=10.0, help='weight of cycle loss B->A->B')
@@ -73,8 +75,8 @@ class InstaGANModel(BaseModel):
                              'real_B_img', 'fake_A_img', 'rec_B_img', 'real_B_seg', 'fake_A_seg', 'rec_B_seg']
         self.model_names = ['G_A', 'G_B', 'D_A', 'D_B'] if self.isTrain else ['G_A', 'G_B']
         g_args = (opt.ngf, opt.netG, opt.norm, not opt.no_dropout, opt.init_type, opt.init_gain, self.device)
-        self.netG_A = networks.define_G(opt.input_nc, opt.output_nc, *g_args)
-        self.netG_B = networks.define_G(opt.output_nc, opt.input_nc, *g_args)
+        self.netG_A = networks.define_G(opt.input_nc, opt.output_nc, *g_args, n_blocks=opt.n_blocks)
+        self.netG_B = networks.define_G(opt.output_nc, opt.input_nc, *g_args, n_blocks=opt.n_blocks)
         # one generator call for several inputs is exact only when samples are normalised alone
         self.fuse_calls = opt.norm in ('instance', 'none')
         if self.isTrain:

@@ -90,6 +90,18 @@ class BaseOptions:
                        choices=['resize_and_crop', 'crop', 'scale_width', 'scale_width_and_crop', 'none'])
         g.add_argument('--no_flip', action='store_true', help='no random horizontal flip')
         g.add_argument('--display_winsize', type=int, default=256, help='display and HTML image size')
+        g = parser.add_argument_group('speed and exactness')
+        g.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'],
+                       help='mixed precision (autocast); fp16 training adds a GradScaler per optimizer')
+        g.add_argument('--channels_last', action='store_true',
+                       help='channels-last memory format for networks and input batches (faster convs on '
+                            'tensor-core GPUs)')
+        g.add_argument('--compile', action='store_true',
+                       help='torch.compile every network (first iterations are slow while it compiles; '
+                            'on CPU it needs a C++ compiler)')
+        g.add_argument('--deterministic', action='store_true',
+                       help='deterministic kernels (torch.use_deterministic_algorithms; slower on GPUs); with '
+                            '--seed, runs and resumed runs repeat bit for bit on the same machine')
         g = parser.add_argument_group('misc')
         g.add_argument('--epoch', default='latest', help='which epoch to load: latest or a number')
         g.add_argument('--load_iter', type=int, default=0, help='load iter_<load_iter> checkpoints when > 0')

@@ -18,10 +18,15 @@ class TrainOptions(BaseOptions):
         g.add_argument('--print_freq', type=int, default=100, help='print losses every N samples')
         g.add_argument('--no_html', action='store_true', help='no web/index.html snapshots')
         g = parser.add_argument_group('saving')
-        g.add_argument('--save_latest_freq', type=int, default=5000, help='save latest every N samples')
+        g.add_argument('--save_latest_freq', type=int, default=5000,
+                       help='save latest (networks and training state) every N samples; resuming from such '
+                            'a mid-epoch save continues that epoch at the next batch')
         g.add_argument('--save_epoch_freq', type=int, default=5, help='save <epoch>_net_* every N epochs')
-        g.add_argument('--save_by_iter', action='store_true', help='save iter_<n> checkpoints too')
-        g.add_argument('--continue_train', action='store_true', help='resume from --epoch (latest)')
+        g.add_argument('--save_by_iter', action='store_true',
+                       help='with each latest save also keep iter_<n> (resume with --continue_train --load_iter n)')
+        g.add_argument('--continue_train', action='store_true',
+                       help='resume from --epoch (latest) or --load_iter: weights, optimizers, schedulers, '
+                            'image pools, RNG states and the data position')
         g.add_argument('--epoch_count', type=int, default=1, help='first epoch number')
         g.add_argument('--phase', default='train', help='train, val, test, ...')
         g = parser.add_argument_group('optimisation')
@@ -36,6 +41,9 @@ class TrainOptions(BaseOptions):
         g.add_argument('--lr_decay_iters', type=int, default=50, help='step policy: multiply by 0.1 every N epochs')
         g.add_argument('--max_iters_per_epoch', type=int, default=None,
                        help='stop each epoch after N iterations (short runs, demos)')
+        g.add_argument('--nan_policy', default='stop', choices=['stop', 'skip'],
+                       help='on a NaN/inf loss: stop (before the update, the last checkpoint intact; exit '
+                            'status 3) or skip that optimizer step (counted and reported per epoch)')
         g = parser.add_argument_group('legacy aliases (training)')
         g.add_argument('--niter', action=_Alias, target='n_epochs', convert=int, dest='_alias_n_epochs')
         g.add_argument('--niter_decay', action=_Alias, target='n_epochs_decay', convert=int,

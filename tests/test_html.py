@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests import browser
 from tests.browser import chromium, is_blank  # noqa: F401  (chromium: pytest fixture)
 from util.errors import UserInputError
 from util.html import HTML, page_file_name, save_images
@@ -88,6 +89,16 @@ def test_pagination_keeps_headers_with_their_rows_and_removes_stale_pages(tmp_pa
 
 
 # ---------------------------------------------------------------------- Chromium
+def test_missing_chromium_skips_locally_but_fails_in_ci(tmp_path, monkeypatch):
+    monkeypatch.setattr(browser, 'CHROMIUM', str(tmp_path / 'no-chromium'))
+    monkeypatch.delenv('CI', raising=False)
+    with pytest.raises(pytest.skip.Exception, match='no-chromium'):
+        browser.require_chromium()
+    monkeypatch.setenv('CI', 'true')
+    with pytest.raises(pytest.fail.Exception, match='must run in CI'):
+        browser.require_chromium()
+
+
 def test_result_page_renders_with_every_image_loaded(chromium, tmp_path):
     page = result_page(tmp_path / 'web')
     page.save()

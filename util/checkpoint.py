@@ -1,23 +1,126 @@
 """Checkpoint files: atomic writes and safe loads.
 
-Every write goes to a temporary file in the same folder, is flushed and fsynced, then moved over
-the target with ``os.replace``, so a crash never leaves a truncated checkpoint. Every load uses
-``torch.load(..., weights_only=True)``: a file whose unpickling would run code is refused with a
-clear message, and that code never runs.
+Every write goes to a temporary file in the same folder (``.<name>.<random>.tmp``), is flushed and
+fsynced, then moved over the target with ``os.replace`` (and the folder fsynced), so a crash or a
+``kill -9`` never leaves a truncated checkpoint: the target is the old file or the new one. A
+temporary file left by a killed writer is ignored by every load and removed by
+:func:`remove_stray_temps` when training starts again.
+
+:func:`save_group` writes several files as one checkpoint (e.g. ``latest_net_G_A.pth`` ...
+``latest_train_state.pth``): all temporary files are written and synced first, then renamed in
+quick succession, and it returns each file's SHA-256 so that the training state can record the
+network files it belongs with (a set mixed by a crash between two renames is then detected).
+
+Every load uses ``torch.load(..., weights_only=True)``: a file whose unpickling would run code is
+refused with a clear message, and that code never runs.
 """
+import hashlib
+import io
 import os
 import pickle
+import re
+import tempfile
 import zipfile
 
 import torch
 
 from util.errors import UserInputError
-from util.util import atomic_write
+
+_TEMP = re.compile(r'^\..+\.tmp$')
+
+
+def _fsync_dir(folder):
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_temp(path, data):
+    """Write bytes to a synced temporary file beside ``path``; return its name."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return tmp
+
+
+def serialize(obj):
+    """``torch.save`` into bytes."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
 def save(obj, path):
-    """``torch.save(obj, path)`` atomically."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj, path)`` atomically; returns the file's SHA-256 (hex)."""
+    return save_group([(obj, path)])[os.fspath(path)]
+
+
+def save_group(items):
+    """Write ``[(obj, path), ...]`` atomically as one checkpoint; returns ``{path: sha256 hex}``.
+
+    ``obj``: anything ``torch.save`` takes, or bytes already serialised (:func:`serialize`).
+    Each object is serialised and written to its own synced temporary file before any target is
+    replaced; then the targets are replaced in the given order (put the file that records the
+    others last) and their folders fsynced."""
+    staged, digests = [], {}
+    try:
+        for obj, path in items:
+            path = os.fspath(path)
+            data = bytes(obj) if isinstance(obj, (bytes, bytearray)) else serialize(obj)
+            digests[path] = hashlib.sha256(data).hexdigest()
+            staged.append((_write_temp(path, data), path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        raise
+    for folder in {os.path.dirname(os.path.abspath(p)) for _, p in staged}:
+        _fsync_dir(folder)
+    return digests
+
+
+def file_digest(path):
+    """SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def remove_stray_temps(folder):
+    """Delete temporary files (``.<name>.<random>.tmp``) that a killed writer left in ``folder``;
+    returns their names. Call it only when no other process writes to ``folder``."""
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    for name in os.listdir(folder):
+        if _TEMP.match(name) and os.path.isfile(os.path.join(folder, name)):
+            try:
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
 
 
 def load(path, map_location='cpu'):

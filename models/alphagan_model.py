@@ -1,0 +1,281 @@
+"""AlphaGAN (Lutz, Amplianitis & Smolic, "AlphaGAN: Generative adversarial networks for natural image
+matting", BMVC 2018): a trimap-based matting network trained with the Deep Image Matting losses
+plus an adversarial loss from a discriminator that judges composites.
+
+``python train.py --model alphagan --dataroot datasets/matting_synth --name alphagan`` trains on the
+training layout of ``--dataset_mode matting``; ``python test.py --model alphagan --dataroot ...
+--name alphagan`` predicts full-resolution mattes for the test layout and, when the ground truth
+is there, adds a table of SAD / MSE / Grad / Conn to the HTML page.
+"""
+import os
+
+import numpy as np
+import torch
+
+from models import networks
+from models.base_model import BaseModel
+from models.losses import alpha_prediction_loss, composition_loss, laplacian_loss
+from models.matting_networks import IMAGENET_MEAN, IMAGENET_STD
+from util.errors import UserInputError
+from util.image_pool import ImagePool
+from util.metrics import evaluate_matte
+from util.util import tensor2im
+
+METRIC_NAMES = ('SAD', 'MSE', 'Grad', 'Conn')
+METRICS_TITLE = 'Matting metrics (unknown region of the trimap)'
+# Plain background of the 'composite' visual (RGB in [0, 1]): a chroma-key green.
+PLAIN_BACKGROUND = (0.0, 0.7, 0.25)
+
+
+def unknown_region(trimap):
+    """(B, 1, H, W) trimap in {0, 0.5, 1} -> (B, 1, H, W) bool, True where the trimap is 0.5."""
+    return (trimap > 0.25) & (trimap < 0.75)
+
+
+def fill_known(alpha, trimap):
+    """Copy the trimap's known pixels into ``alpha``: 0 where the trimap is 0, 1 where it is 1.
+
+    alpha: (B, 1, H, W) in [0, 1]; trimap: (B, 1, H, W) in {0, 0.5, 1}. Returns (B, 1, H, W) in
+    [0, 1], equal to ``alpha`` in the unknown region (where gradients flow) and to the trimap elsewhere.
+    """
+    known = (trimap > 0.5).to(alpha.dtype)
+    return torch.where(unknown_region(trimap), alpha, known)
+
+
+def composite(alpha, fg, bg):
+    """The matting equation ``alpha * F + (1 - alpha) * B``: (B, 1, H, W), (B, 3, H, W) x 2 -> (B, 3, H, W)."""
+    return alpha * fg + (1.0 - alpha) * bg
+
+
+def discriminator_input(image, trimap):
+    """D's 4-channel input ``[composite, trimap]``, both mapped from [0, 1] to [-1, 1] (``2 x - 1``),
+    the range the CycleGAN-style PatchGAN is used with: (B, 3, H, W), (B, 1, H, W) -> (B, 4, H, W)."""
+    return torch.cat([image, trimap], dim=1) * 2.0 - 1.0
+
+
+def _to_255(t):
+    """(H, W) tensor in [0, 1] -> float64 array on the 0-255 scale, rounded to 3 decimals (so an 8-bit
+    matte read as k / 255 in float32 gives back exactly k)."""
+    return np.round(t.detach().double().cpu().numpy() * 255.0, 3)
+
+
+def _trimap_to_255(t):
+    """(H, W) trimap tensor in {0, 0.5, 1} -> uint8 array in {0, 128, 255}."""
+    t = t.detach().cpu()
+    out = torch.where(unknown_region(t), 128, torch.where(t > 0.5, 255, 0))
+    return out.to(torch.uint8).numpy()
+
+
+class AlphaGANModel(BaseModel):
+    """AlphaGAN matting.
+
+    Inputs per batch (``--dataset_mode matting``): 'image' (B, 3, H, W) RGB in [0, 1], 'trimap'
+    (B, 1, H, W) in {0, 0.5, 1}; for training also 'fg', 'bg' (B, 3, H, W) in [0, 1] and 'alpha'
+    (B, 1, H, W) in [0, 1] with ``image = alpha * fg + (1 - alpha) * bg``; at test time 'alpha' is
+    optional (ground truth for the metrics).
+
+    Networks: G = ``AlphaGANGenerator`` (ResNet-50 encoder with dilated conv4_x / conv5_x, ASPP,
+    decoder with max-unpooling), input ``cat[(image - ImageNet mean) / std, trimap]`` (B, 4, H, W),
+    output alpha (B, 1, H, W) in [0, 1]; D = PatchGAN (``--netD n_layers``, ``--n_layers_D 3``) on
+    ``[composite, trimap]`` (B, 4, H, W) in [-1, 1]. Real: the ground-truth composite 'image'; fake:
+    the same F and B composited with the predicted alpha.
+
+    Known trimap regions: the generator predicts alpha everywhere, but the prediction used for the
+    fake composite, the losses, the visuals and the metrics is ``fill_known(pred_alpha, trimap)``
+    (trimap values copied into the known regions). Training so matches test time, where the
+    benchmark protocol copies the known pixels too; the composite D sees then differs from the real
+    one only in the unknown region, which is what the generator can still change.
+
+    Losses, all over the unknown region only (averaged over its pixels, as Deep Image Matting):
+    ``alpha`` (Charbonnier alpha-prediction loss), ``comp`` (compositional loss, RGB on a 0-1 scale,
+    eps 1e-6), ``G_GAN`` (non-saturating adversarial loss), optional ``lap`` (Laplacian pyramid,
+    ``--lambda_lap`` > 0, listed in ``loss_names`` only then); ``D`` = (real + fake) / 2.
+    """
+
+    @staticmethod
+    def modify_commandline_options(parser, is_train=True):
+        # Paper: batch size 1, crops of 320 px (from 320 / 480 / 640 px windows, the matting
+        # dataset's --crop_sizes default), batch norm, a 70x70 PatchGAN on 4 channels.
+        parser.set_defaults(dataset_mode='matting', netG='alphagan', netD='n_layers', n_layers_D=3,
+                            norm='batch', input_nc=4, output_nc=1, crop_size=320, load_size=320,
+                            batch_size=1)
+        if is_train:
+            # The paper's adversarial objective is the standard GAN one,
+            # L_GAN = log D(real) + log(1 - D(C(G(x)))), i.e. --gan_mode vanilla (BCE on logits;
+            # the generator uses the usual non-saturating form). No history of fakes (pool 0).
+            parser.set_defaults(gan_mode='vanilla', pool_size=0)
+            parser.add_argument('--pretrained', action='store_true',
+                                help="initialise G's encoder with torchvision's ImageNet ResNet-50 "
+                                     '(IMAGENET1K_V1; downloaded, needs the internet or its cache)')
+            parser.add_argument('--pretrained_path', default=None,
+                                help="initialise G's encoder from this local torchvision resnet50 state "
+                                     'dict (torch.save(resnet50(...).state_dict(), path)); implies --pretrained')
+            # L = L_alpha + L_comp + L_GAN as the paper writes its objective (weights 1). Deep Image
+            # Matting, whose two losses AlphaGAN reuses, weights them 0.5 / 0.5: pass
+            # --lambda_alpha 0.5 --lambda_comp 0.5 for that balance.
+            parser.add_argument('--lambda_alpha', type=float, default=1.0, help='weight of the alpha-prediction loss')
+            parser.add_argument('--lambda_comp', type=float, default=1.0, help='weight of the compositional loss')
+            parser.add_argument('--lambda_gan', type=float, default=1.0, help='weight of the adversarial loss')
+            parser.add_argument('--lambda_lap', type=float, default=0.0,
+                                help='weight of a Laplacian-pyramid alpha loss (not in the paper; 0 = off)')
+        return parser
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        if opt.netG != 'alphagan':
+            raise UserInputError(f'--model alphagan needs --netG alphagan (got {opt.netG!r}); drop --netG.')
+        if opt.input_nc != 4 or opt.output_nc != 1:
+            raise UserInputError(f'--model alphagan takes RGB + trimap (--input_nc 4) and predicts alpha '
+                                 f'(--output_nc 1); got --input_nc {opt.input_nc} --output_nc {opt.output_nc}. '
+                                 'Drop these options.')
+        self.visual_names = ['image', 'trimap', 'alpha', 'composite', 'gt_alpha']
+        self.visual_value_range = (0.0, 1.0)
+        self.model_names = ['G', 'D'] if self.isTrain else ['G']
+        # At test time the weights come from the checkpoint: no pretrained download.
+        self.netG = networks.define_G(4, 1, opt.ngf, 'alphagan', opt.norm, False, opt.init_type, opt.init_gain,
+                                      self.device, pretrained=self.isTrain and opt.pretrained,
+                                      pretrained_path=opt.pretrained_path if self.isTrain else None)
+        self.register_normalisation()
+        self.metrics = {}        # image name -> {'SAD', 'MSE', 'Grad', 'Conn'} (test time, with ground truth)
+        self.gt_alpha = None
+        self.fg = self.bg = None
+        if self.isTrain:
+            for name in ('lambda_alpha', 'lambda_comp', 'lambda_gan', 'lambda_lap'):
+                if getattr(opt, name) < 0:
+                    raise UserInputError(f'--{name} must be >= 0, got {getattr(opt, name)}')
+            self.loss_names = ['G_GAN', 'alpha', 'comp'] + (['lap'] if opt.lambda_lap > 0 else []) + ['D']
+            self.netD = networks.define_D(4, opt.ndf, opt.netD, opt.n_layers_D, opt.norm, opt.init_type,
+                                          opt.init_gain, self.device)
+            self.image_pools = {'fake': ImagePool(opt.pool_size)}
+            self.criterionGAN = networks.GANLoss(opt.gan_mode).to(self.device)
+            self.optimizer_G = torch.optim.Adam(self.netG.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
+            self.optimizer_D = torch.optim.Adam(self.netD.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
+            self.optimizers = [self.optimizer_G, self.optimizer_D]
+
+    def register_normalisation(self):
+        """ImageNet statistics (1, 3, 1, 1) and the plain background (1, 3, 1, 1) on the device."""
+        self.rgb_mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.rgb_std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self.plain_bg = torch.tensor(PLAIN_BACKGROUND, device=self.device).view(1, 3, 1, 1)
+
+    # ------------------------------------------------------------------ input
+    def set_input(self, input):
+        """Unpack a matting batch (see the class docstring); 'fg' / 'bg' / 'alpha' are required to train."""
+        self.image = input['image'].to(self.device)
+        self.trimap = input['trimap'].to(self.device)
+        self.gt_alpha = input['alpha'].to(self.device) if 'alpha' in input else None
+        self.fg = input['fg'].to(self.device) if 'fg' in input else None
+        self.bg = input['bg'].to(self.device) if 'bg' in input else None
+        paths = input['path']
+        self.image_paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
+        names = input.get('name', None)
+        if names is None:
+            names = [os.path.splitext(os.path.basename(p))[0] for p in self.image_paths]
+        self.image_names = list(names) if isinstance(names, (list, tuple)) else [names]
+        if self.isTrain and (self.fg is None or self.bg is None or self.gt_alpha is None):
+            raise UserInputError('--model alphagan trains on the training layout of --dataset_mode matting '
+                                 '(<dataroot>/train/fg, alpha, bg): the batch has no fg / bg / alpha. '
+                                 'Check --dataroot and --phase train.')
+
+    # ------------------------------------------------------------------ forward
+    def generator_input(self):
+        """(B, 4, H, W): RGB normalised with ImageNet statistics, then the trimap in {0, 0.5, 1}."""
+        return torch.cat([(self.image - self.rgb_mean) / self.rgb_std, self.trimap], dim=1)
+
+    def forward(self):
+        """G on the batch: ``pred_alpha`` (raw output) and everything derived from it (``derive``)."""
+        with self.autocast():
+            pred = self.netG(self.generator_input())
+        self.pred_alpha = pred.float()
+        self.derive()
+
+    def derive(self):
+        """From ``pred_alpha``: ``unknown`` (B, 1, H, W) bool, ``alpha`` = prediction with the known
+        trimap regions copied in, the ``composite`` visual (``alpha * image`` over a plain green; the
+        input colours stand in for the foreground, so semi-transparent pixels keep some of the
+        original background) and, when F and B are known, ``fake_composite`` = alpha F + (1 - alpha) B
+        (B, 3, H, W) in [0, 1], what D judges."""
+        self.unknown = unknown_region(self.trimap)
+        self.alpha = fill_known(self.pred_alpha, self.trimap)
+        self.composite = composite(self.alpha, self.image, self.plain_bg)
+        self.fake_composite = None
+        if self.fg is not None and self.bg is not None:
+            self.fake_composite = composite(self.alpha, self.fg, self.bg)
+
+    # ------------------------------------------------------------------ losses
+    def discriminate(self, image):
+        """D's patch logits for a composite (B, 3, H, W) in [0, 1] with the batch's trimap."""
+        with self.autocast():
+            return self.netD(discriminator_input(image, self.trimap))
+
+    def compute_G_losses(self):
+        """Set ``loss_alpha``, ``loss_comp``, ``loss_G_GAN`` (and ``loss_lap``), weighted; return their sum.
+        Every term only sees the unknown region: the known pixels of ``alpha`` are the trimap's."""
+        opt = self.opt
+        self.loss_alpha = alpha_prediction_loss(self.alpha, self.gt_alpha, self.unknown) * opt.lambda_alpha
+        self.loss_comp = composition_loss(self.alpha, self.fg, self.bg, self.image, self.unknown) * opt.lambda_comp
+        self.loss_G_GAN = self.criterionGAN(self.discriminate(self.fake_composite), True,
+                                            for_discriminator=False) * opt.lambda_gan
+        total = self.loss_alpha + self.loss_comp + self.loss_G_GAN
+        if opt.lambda_lap > 0:
+            self.loss_lap = laplacian_loss(self.alpha, self.gt_alpha, self.unknown) * opt.lambda_lap
+            total = total + self.loss_lap
+        return total
+
+    def backward_G(self):
+        self.loss_G = self.compute_G_losses()
+        self.loss_G.backward()
+
+    def backward_D(self):
+        """D: ground-truth composite -> real, composite of the (detached) prediction -> fake."""
+        fake = self.image_pools['fake'].query(self.fake_composite.detach())
+        loss_real = self.criterionGAN(self.discriminate(self.image), True)
+        loss_fake = self.criterionGAN(self.discriminate(fake), False)
+        self.loss_D = (loss_real + loss_fake) * 0.5
+        self.loss_D.backward()
+
+    def optimize_parameters(self):
+        self.forward()
+        self.set_requires_grad(self.netD, False)
+        self.optimizer_G.zero_grad()
+        self.backward_G()
+        self.optimizer_G.step()
+        self.set_requires_grad(self.netD, True)
+        self.optimizer_D.zero_grad()
+        self.backward_D()
+        self.optimizer_D.step()
+
+    # ------------------------------------------------------------------ test time
+    def test(self):
+        """Full-resolution inference (G pads to a multiple of 32 and crops back), known trimap regions
+        copied into ``alpha``; with ground truth, score every image of the batch (``self.metrics``)."""
+        super().test()
+        if self.gt_alpha is not None:
+            for i, name in enumerate(self.image_names):
+                self.metrics[name] = self.score(i)
+
+    def score(self, i):
+        """SAD / MSE / Grad / Conn of sample ``i`` (:func:`util.metrics.evaluate_matte`).
+
+        The prediction is quantised exactly as test.py saves ``<name>_alpha.png`` (``tensor2im``:
+        8 bits, round half up), because the official evaluation reads the saved PNGs: scoring the
+        saved files with ``scripts/eval_matting.py`` gives the same numbers.
+        """
+        pred = tensor2im(self.alpha[i], (0.0, 1.0))[..., 0]
+        gt = _to_255(self.gt_alpha[i, 0])
+        trimap = _trimap_to_255(self.trimap[i, 0])
+        return evaluate_matte(pred, gt, trimap, copy_known=True)
+
+    def test_tables(self):
+        """[(title, rows)] for test.py's page: one row per scored image and a 'mean' row; [] when no
+        image had ground truth."""
+        if not self.metrics:
+            return []
+        rows = [{'image': name, **{k: m[k] for k in METRIC_NAMES}} for name, m in self.metrics.items()]
+        mean = {'image': 'mean', **{k: float(np.mean([m[k] for m in self.metrics.values()])) for k in METRIC_NAMES}}
+        return [(METRICS_TITLE, rows + [mean])]
+
+    def report_options(self):
+        """Extra header lines of the test page."""
+        return {'alpha': 'known trimap regions copied; metrics on the saved 8-bit mattes',
+                'units': 'SAD, Grad, Conn / 1000; MSE mean over unknown pixels'}

@@ -1,0 +1,550 @@
+"""Speed and memory benchmark of the training step and of inference, on synthetic batches.
+
+One configuration (prints ONE JSON line)::
+
+    python scripts/benchmark.py --model insta_gan --crop_size 64 --ngf 16 --batch_size 4
+    python scripts/benchmark.py --model insta_gan --impl official --batch_size 1   # official structure
+    python scripts/benchmark.py --model alphagan --crop_size 320 --test_size 1024
+
+Sweeps (each configuration in a FRESH subprocess, one JSON line each, ``--table`` adds a
+markdown table of the medians over ``--repeat`` runs)::
+
+    python scripts/benchmark.py --sweep batch --sweep_values 1,2,4,8 --table
+    python scripts/benchmark.py --sweep ins_max --sweep_values 2,4,8 --ins_per 2   # + one-pass rows
+    python scripts/benchmark.py --sweep impl --repeat 3 --table                    # ours vs official
+    python scripts/benchmark.py --sweep amp | channels_last | alphagan
+
+What is measured:
+
+* ``s_per_iter``: median wall time of whole ``optimize_parameters()`` calls after ``--warmup``
+  calls (CUDA synchronised around each); ``samples_per_s = batch_size / s_per_iter``.
+* ``test_s_per_iter`` / ``test_images_per_s``: the same for ``model.test()`` (networks in eval
+  mode, no gradients), at ``--test_size`` (default ``--crop_size``); alphagan adds
+  ``test_s_per_megapixel``.
+* ``peak_mem_mb`` / ``test_peak_mem_mb``: peak memory of the training / test phase (warm-up
+  included) above the memory in use just before the first phase (weights and the synthetic batch
+  excluded; optimizer state, activations and gradients included). The test phase runs first and
+  both are measured from the same starting point. On CUDA: ``torch.cuda.max_memory_allocated``
+  after ``reset_peak_memory_stats``. On CPU: the process's peak resident set size
+  (``getrusage``'s ``ru_maxrss``) minus the resident size before the phases; ``ru_maxrss`` is a
+  lifetime peak, so ``*_peak_mem_exact`` is false when the phase did not raise it (the figure is
+  then an upper bound), and configurations are only comparable across fresh processes (which is
+  what ``--sweep`` does).
+
+``insta_gan``'s options come from ``TrainOptions([...]).parse()``, so options added to the
+training options are picked up; ``--amp``, ``--channels_last`` and ``--compile`` are passed
+through when the training options have them. Where they do not exist yet, the benchmark itself
+applies ``--amp`` (an autocast context around the timed calls, no gradient scaler) and
+``--channels_last`` (networks converted with ``.to(memory_format=torch.channels_last)``), and
+records so in ``amp_via`` / ``channels_last_via``; ``--compile`` needs the option.
+
+``--impl official`` (insta_gan, batch 1 only) times ``scripts/official_reference.py``: OUR
+re-implementation of the official code's execution structure (per-slot loops, six separate
+generator calls a pass) with our networks' weights -- not the official code.
+
+alphagan: ``models/alphagan_model.py`` is used when it exists; otherwise the training step is
+built here from ``models/matting_networks.py`` (generator), ``models/networks.define_D``
+(PatchGAN on [composite, trimap]) and ``models/losses.py`` (alpha-prediction + composition loss
++ GAN loss), recorded as ``"alphagan_impl": "direct"``.
+"""
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+import torch  # noqa: E402
+
+SWEEPS = ('batch', 'ins_max', 'amp', 'channels_last', 'impl', 'alphagan')
+PASS_THROUGH = ('amp', 'channels_last', 'compile')
+
+
+# ----------------------------------------------------------------------------- arguments
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--model', default='insta_gan', choices=['insta_gan', 'alphagan'])
+    p.add_argument('--impl', default='ours', choices=['ours', 'official'],
+                   help='official: the official execution structure (scripts/official_reference.py), '
+                        'insta_gan at batch 1 only')
+    p.add_argument('--crop_size', type=int, default=None, help='training size (default 64; alphagan 320)')
+    p.add_argument('--test_size', type=int, default=None,
+                   help='inference size (default --crop_size; alphagan 1024)')
+    p.add_argument('--ngf', type=int, default=16, help='insta_gan generator width')
+    p.add_argument('--ndf', type=int, default=None, help='discriminator width (default --ngf; alphagan 64)')
+    p.add_argument('--batch_size', type=int, default=1)
+    p.add_argument('--ins_max', type=int, default=4)
+    p.add_argument('--ins_per', type=int, default=2)
+    p.add_argument('--n_instances', type=int, default=None,
+                   help='instances in each synthetic sample (default --ins_max)')
+    p.add_argument('--iters', type=int, default=5, help='timed calls')
+    p.add_argument('--warmup', type=int, default=2, help='untimed calls before timing')
+    p.add_argument('--phase', default='both', choices=['both', 'train', 'test'])
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=['cpu', 'cuda'])
+    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
+    p.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'])
+    p.add_argument('--channels_last', action='store_true')
+    p.add_argument('--compile', action='store_true', help='needs the training options\' --compile')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--sweep', default=None, choices=SWEEPS,
+                   help='run configurations, each in a fresh subprocess, one JSON line each')
+    p.add_argument('--sweep_values', default=None,
+                   help='comma-separated values (batch: 1,2,4,8; ins_max: 2,4,8; amp: none,bf16[,fp16])')
+    p.add_argument('--repeat', type=int, default=1, help='sweep: run every configuration this many times '
+                                                          '(interleaved)')
+    p.add_argument('--table', action='store_true', help='sweep: also print a markdown table of the medians')
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    alpha = args.model == 'alphagan'
+    args.crop_size = args.crop_size or (320 if alpha else 64)
+    args.test_size = args.test_size or (1024 if alpha else args.crop_size)
+    args.ndf = args.ndf or (64 if alpha else args.ngf)
+    args.n_instances = args.ins_max if args.n_instances is None else args.n_instances
+    if args.iters < 1 or args.warmup < 0 or args.batch_size < 1 or args.ins_max < 1 or args.ins_per < 1:
+        parser.error('--iters, --batch_size, --ins_max and --ins_per must be >= 1, --warmup >= 0')
+    if args.impl == 'official' and (alpha or args.batch_size != 1):
+        parser.error('--impl official exists for --model insta_gan at --batch_size 1 only (the official '
+                     'code mixes samples or crashes at batch > 1)')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device here; use --device cpu')
+    return args
+
+
+# ----------------------------------------------------------------------------- measurement
+def _rss_mb():
+    """Current resident set size in MiB (Linux /proc; else the lifetime peak as a fallback)."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+    except OSError:
+        return _maxrss_mb()
+
+
+def _maxrss_mb():
+    """Lifetime peak resident set size in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2 ** 20 if sys.platform == 'darwin' else r / 1024
+
+
+class Meter:
+    """Peak memory of successive phases above a common starting point (see the module docstring)."""
+
+    def __init__(self, device):
+        self.cuda = device.type == 'cuda'
+        gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.base = torch.cuda.memory_allocated() / 2 ** 20
+        else:
+            self.base = _rss_mb()
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    @contextlib.contextmanager
+    def phase(self, result):
+        """Fills ``result['peak_mem_mb']`` and ``result['exact']`` for the block."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        before = _maxrss_mb()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize()
+            result['peak_mem_mb'] = torch.cuda.max_memory_allocated() / 2 ** 20 - self.base
+            result['exact'] = True
+        else:
+            after = _maxrss_mb()
+            result['peak_mem_mb'] = after - self.base
+            result['exact'] = after > before
+
+
+def time_calls(fn, iters, warmup, sync):
+    """Median, min and all wall times (s) of ``iters`` calls of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times), times
+
+
+# ----------------------------------------------------------------------------- synthetic data
+def synthetic_instance_batch(batch_size, size, n_instances, n_slots, seed=0):
+    """An unaligned_seg-style batch: 'A', 'B' (B, 3, size, size) uniform in [-1, 1]; 'A_segs',
+    'B_segs' (B, n_slots, size, size) in {-1, 1}: ``n_instances`` random rectangles (each 1/8 to
+    1/3 of the side) per sample, then empty slots (all -1)."""
+    g = torch.Generator().manual_seed(seed)
+    n_slots = max(n_slots, n_instances)
+
+    def segs():
+        s = -torch.ones(batch_size, n_slots, size, size)
+        lo, hi = max(1, size // 8), max(2, size // 3)
+        for b in range(batch_size):
+            for k in range(n_instances):
+                h, w = (int(v) for v in torch.randint(lo, hi + 1, (2,), generator=g))
+                y, x = int(torch.randint(0, size - h + 1, (1,), generator=g)), \
+                    int(torch.randint(0, size - w + 1, (1,), generator=g))
+                s[b, k, y:y + h, x:x + w] = 1
+        return s
+
+    return {'A': torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1,
+            'B': torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1,
+            'A_segs': segs(), 'B_segs': segs(),
+            'A_paths': [f'a{i}.png' for i in range(batch_size)],
+            'B_paths': [f'b{i}.png' for i in range(batch_size)]}
+
+
+def synthetic_matting_batch(batch_size, size, seed=0):
+    """'image', 'fg', 'bg' (B, 3, size, size) in [0, 1] (image = alpha fg + (1 - alpha) bg);
+    'alpha' (B, 1, size, size) in [0, 1] (a soft-edged disc); 'trimap' (B, 1, size, size) in
+    {0, 0.5, 1}."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing='ij')
+    r = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2).sqrt()
+    alpha = ((0.3 * size - r) / (0.05 * size)).clamp(0, 1)[None, None].repeat(batch_size, 1, 1, 1)
+    fg = torch.rand(batch_size, 3, size, size, generator=g)
+    bg = torch.rand(batch_size, 3, size, size, generator=g)
+    trimap = torch.full_like(alpha, 0.5)
+    trimap[alpha == 0], trimap[alpha == 1] = 0.0, 1.0
+    return {'image': alpha * fg + (1 - alpha) * bg, 'fg': fg, 'bg': bg, 'alpha': alpha, 'trimap': trimap}
+
+
+# ----------------------------------------------------------------------------- models
+def _quiet():
+    """Model construction prints (network sizes): keep stdout for the JSON line."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
+def train_options(argv, args):
+    """``TrainOptions(argv).parse()`` plus the pass-through options that exist in this tree.
+    Returns (opt, via): via[name] is 'option', 'benchmark' (applied here) or None (not asked)."""
+    from options.train_options import TrainOptions
+    with _quiet():
+        probe = TrainOptions(argv).parse(save=False)
+    extra, via = [], {}
+    wanted = {'amp': args.amp != 'none', 'channels_last': args.channels_last, 'compile': args.compile}
+    for name in PASS_THROUGH:
+        if not wanted[name]:
+            via[name] = None
+        elif hasattr(probe, name):
+            extra += ['--amp', args.amp] if name == 'amp' else ['--' + name]
+            via[name] = 'option'
+        elif name == 'compile':
+            raise SystemExit('--compile: the training options have no --compile in this tree yet')
+        else:
+            via[name] = 'benchmark'
+    if not extra:
+        return probe, via
+    with _quiet():
+        return TrainOptions(argv + extra).parse(save=False), via
+
+
+def build_insta_gan(args, device, tmp):
+    """(stepper, opt, via, batch): ``stepper`` has set_input / optimize_parameters / test and
+    ``eval_nets`` / ``train_nets``."""
+    from models import create_model
+    argv = ['--model', 'insta_gan', '--dataroot', 'synthetic', '--name', 'benchmark', '--checkpoints_dir', tmp,
+            '--gpu_ids', '0' if device.type == 'cuda' else '-1', '--num_threads', '0',
+            '--crop_size', str(args.crop_size), '--load_size', str(args.crop_size),
+            '--ngf', str(args.ngf), '--ndf', str(args.ndf), '--batch_size', str(args.batch_size),
+            '--ins_max', str(args.ins_max), '--ins_per', str(args.ins_per), '--seed', str(args.seed)]
+    opt, via = train_options(argv, args)
+    with _quiet():
+        model = create_model(opt)
+        model.setup(opt)
+    nets = [net for _, net in model.nets()]
+    stepper = model
+    if args.impl == 'official':
+        from scripts.official_reference import OfficialStructureInstaGAN
+        stepper = OfficialStructureInstaGAN(model)
+    batch = synthetic_instance_batch(args.batch_size, args.crop_size, args.n_instances, args.ins_max, args.seed)
+    return stepper, model, nets, opt, via, batch
+
+
+class DirectAlphaGAN:
+    """AlphaGAN training step built from the networks and losses (while models/alphagan_model.py
+    does not exist). Generator: AlphaGANGenerator (ResNet-50 encoder, batch norm, random init);
+    discriminator: PatchGAN (define_D 'n_layers', 3 layers) on [composite, trimap] in [-1, 1];
+    losses: alpha-prediction + composition (unknown region) + LSGAN; Adam 2e-4, (0.5, 0.999)."""
+
+    def __init__(self, ndf, device):
+        from models import networks
+        from models.matting_networks import IMAGENET_MEAN, IMAGENET_STD
+        self.device = device
+        self.netG = networks.define_G(4, 1, 64, 'alphagan', norm='batch', device=device)
+        self.netD = networks.define_D(4, ndf, 'n_layers', 3, norm='batch', device=device)
+        self.criterionGAN = networks.GANLoss('lsgan').to(device)
+        self.optimizer_G = torch.optim.Adam(self.netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.optimizer_D = torch.optim.Adam(self.netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    def set_input(self, batch):
+        for k in ('image', 'fg', 'bg', 'alpha', 'trimap'):
+            setattr(self, k, batch[k].to(self.device))
+        self.unknown = self.trimap == 0.5
+
+    def forward(self):
+        x = torch.cat([(self.image - self.mean) / self.std, self.trimap], 1)
+        self.pred = self.netG(x)
+        self.comp = self.pred * self.fg + (1 - self.pred) * self.bg
+
+    def optimize_parameters(self):
+        from models.losses import alpha_prediction_loss, composition_loss
+        self.forward()
+        for p in self.netD.parameters():
+            p.requires_grad_(False)
+        self.optimizer_G.zero_grad(set_to_none=True)
+        fake = torch.cat([self.comp * 2 - 1, self.trimap * 2 - 1], 1)
+        loss_G = (alpha_prediction_loss(self.pred, self.alpha, self.unknown)
+                  + composition_loss(self.pred, self.fg, self.bg, self.image, self.unknown)
+                  + self.criterionGAN(self.netD(fake), True, for_discriminator=False))
+        loss_G.backward()
+        self.optimizer_G.step()
+        for p in self.netD.parameters():
+            p.requires_grad_(True)
+        self.optimizer_D.zero_grad(set_to_none=True)
+        real = torch.cat([self.image * 2 - 1, self.trimap * 2 - 1], 1)
+        loss_D = (self.criterionGAN(self.netD(real), True) + self.criterionGAN(self.netD(fake.detach()), False)) * 0.5
+        loss_D.backward()
+        self.optimizer_D.step()
+
+    def test(self):
+        with torch.no_grad():
+            self.forward()
+
+
+def build_alphagan(args, device, tmp):
+    """(stepper, nets, via, train_batch, test_batch). Uses models/alphagan_model.py when present."""
+    if (ROOT / 'models' / 'alphagan_model.py').is_file():
+        from models import create_model
+        argv = ['--model', 'alphagan', '--dataroot', 'synthetic', '--name', 'benchmark', '--checkpoints_dir', tmp,
+                '--gpu_ids', '0' if device.type == 'cuda' else '-1', '--num_threads', '0',
+                '--crop_size', str(args.crop_size), '--load_size', str(args.crop_size),
+                '--ndf', str(args.ndf), '--batch_size', str(args.batch_size), '--seed', str(args.seed)]
+        opt, via = train_options(argv, args)
+        with _quiet():
+            model = create_model(opt)
+            model.setup(opt)
+        stepper, nets, impl = model, [net for _, net in model.nets()], 'model'
+    else:
+        via = {'amp': 'benchmark' if args.amp != 'none' else None,
+               'channels_last': 'benchmark' if args.channels_last else None, 'compile': None}
+        if args.compile:
+            raise SystemExit('--compile: needs models/alphagan_model.py and the training options\' --compile')
+        stepper = DirectAlphaGAN(args.ndf, device)
+        nets, impl = [stepper.netG, stepper.netD], 'direct'
+    train_batch = synthetic_matting_batch(args.batch_size, args.crop_size, args.seed)
+    test_batch = synthetic_matting_batch(args.batch_size, args.test_size, args.seed)
+    return stepper, nets, via, impl, train_batch, test_batch
+
+
+def _alphagan_model_batch(model, batch):
+    """Map the synthetic matting batch onto the keys alphagan_model.set_input reads (best effort)."""
+    out = dict(batch)
+    out.setdefault('A_paths', ['x.png'] * batch['image'].shape[0])
+    return out
+
+
+# ----------------------------------------------------------------------------- one configuration
+def run_one(args):
+    """Benchmark one configuration; returns the JSON record."""
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device('cuda:0' if args.device == 'cuda' else 'cpu')
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model == 'insta_gan':
+            stepper, model, nets, opt, via, batch = build_insta_gan(args, device, tmp)
+            test_batch, impl_detail = batch, args.impl
+        else:
+            stepper, nets, via, impl_detail, batch, test_batch = build_alphagan(args, device, tmp)
+            model = stepper
+        if via['channels_last'] == 'benchmark':
+            for net in nets:
+                net.to(memory_format=torch.channels_last)
+        amp_ctx = contextlib.nullcontext
+        if via['amp'] == 'benchmark':
+            dtype = torch.bfloat16 if args.amp == 'bf16' else torch.float16
+
+            def amp_ctx():
+                return torch.autocast(device_type=device.type, dtype=dtype)
+
+        def train_step():
+            with amp_ctx():
+                stepper.optimize_parameters()
+
+        def test_step():
+            with amp_ctx():
+                stepper.test()
+
+        meter = Meter(device)
+        record = {'model': args.model, 'impl': args.impl, 'device': str(device),
+                  'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor()
+                  or platform.machine(),
+                  'threads': torch.get_num_threads(), 'torch': torch.__version__,
+                  'loadavg_1_5_15': [round(v, 2) for v in load_before]}
+        if args.model == 'alphagan':
+            record['alphagan_impl'] = impl_detail
+        if args.phase in ('both', 'test'):
+            for net in nets:
+                net.eval()
+            stepper.set_input(test_batch if args.model == 'insta_gan' or impl_detail == 'direct'
+                              else _alphagan_model_batch(model, test_batch))
+            mem = {}
+            with meter.phase(mem):
+                med, best, _ = time_calls(test_step, args.iters, max(1, args.warmup), meter.sync)
+            record.update(test_s_per_iter=med, test_s_per_iter_min=best,
+                          test_images_per_s=args.batch_size / med,
+                          test_peak_mem_mb=round(mem['peak_mem_mb'], 1), test_peak_mem_exact=mem['exact'])
+            if args.model == 'alphagan':
+                record['test_s_per_megapixel'] = med / (args.batch_size * args.test_size ** 2 / 1e6)
+            for net in nets:
+                net.train()
+        if args.phase in ('both', 'train'):
+            stepper.set_input(batch if args.model == 'insta_gan' or impl_detail == 'direct'
+                              else _alphagan_model_batch(model, batch))
+            mem = {}
+            with meter.phase(mem):
+                med, best, times = time_calls(train_step, args.iters, args.warmup, meter.sync)
+            record.update(s_per_iter=med, s_per_iter_min=best, s_per_iter_all=[round(t, 4) for t in times],
+                          samples_per_s=args.batch_size / med,
+                          peak_mem_mb=round(mem['peak_mem_mb'], 1), peak_mem_exact=mem['exact'])
+    record['peak_rss_mb'] = round(_maxrss_mb(), 1)
+    record['loadavg_after'] = [round(v, 2) for v in os.getloadavg()]
+    record['options'] = {k: getattr(args, k) for k in (
+        'crop_size', 'test_size', 'ngf', 'ndf', 'batch_size', 'ins_max', 'ins_per', 'n_instances',
+        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'seed')}
+    if args.model == 'alphagan':
+        for k in ('ngf', 'ins_max', 'ins_per', 'n_instances'):
+            record['options'].pop(k)
+    record['amp_via'], record['channels_last_via'] = via['amp'], via['channels_last']
+    if via['amp'] == 'benchmark' and args.amp == 'fp16':
+        record['note'] = 'fp16 autocast applied by the benchmark without a gradient scaler'
+    return record
+
+
+# ----------------------------------------------------------------------------- sweeps
+def to_argv(args, **overrides):
+    """Command line for one configuration (the sweep options dropped)."""
+    values = {k: v for k, v in vars(args).items() if k not in ('sweep', 'sweep_values', 'repeat', 'table')}
+    values.update(overrides)
+    argv = []
+    for k, v in values.items():
+        if isinstance(v, bool):
+            argv += ['--' + k] if v else []
+        elif v is not None:
+            argv += ['--' + k, str(v)]
+    return argv
+
+
+def sweep_configs(args):
+    """(label, overrides) of each configuration of ``args.sweep``."""
+    vals = args.sweep_values.split(',') if args.sweep_values else None
+    s = args.sweep
+    if s == 'batch':
+        return [(f'batch {v}', {'batch_size': int(v)}) for v in (vals or [1, 2, 4, 8])]
+    if s == 'ins_max':
+        out = []
+        for v in (int(v) for v in (vals or [2, 4, 8])):
+            out.append((f'ins_max {v} sequential (ins_per {min(args.ins_per, v)})',
+                        {'ins_max': v, 'ins_per': min(args.ins_per, v), 'n_instances': v}))
+            if args.ins_per < v:
+                out.append((f'ins_max {v} one-pass (ins_per {v})', {'ins_max': v, 'ins_per': v, 'n_instances': v}))
+        return out
+    if s == 'amp':
+        default = ['none', 'bf16'] + (['fp16'] if args.device == 'cuda' else [])
+        return [(f'amp {v}', {'amp': v}) for v in (vals or default)]
+    if s == 'channels_last':
+        return [('contiguous', {'channels_last': False}), ('channels_last', {'channels_last': True})]
+    if s == 'impl':
+        return [(f'{v} (batch 1)', {'impl': v, 'batch_size': 1}) for v in ('ours', 'official')]
+    if s == 'alphagan':
+        return [('alphagan train', {'model': 'alphagan', 'impl': 'ours', 'phase': 'train', 'batch_size': 1,
+                                    'crop_size': args.crop_size if args.model == 'alphagan' else 320,
+                                    'ndf': None, 'test_size': None}),
+                ('alphagan inference', {'model': 'alphagan', 'impl': 'ours', 'phase': 'test', 'batch_size': 1,
+                                        'crop_size': None, 'ndf': None,
+                                        'test_size': args.test_size if args.model == 'alphagan' else 1024})]
+    raise ValueError(s)
+
+
+def run_subprocess(argv):
+    """Run one configuration in a fresh interpreter; its JSON record (or an error record)."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], capture_output=True, text=True,
+                          cwd=str(ROOT))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    if proc.returncode != 0 or not lines:
+        return {'error': (proc.stderr.strip().splitlines() or ['no output'])[-1], 'argv': argv,
+                'returncode': proc.returncode}
+    return json.loads(lines[-1])
+
+
+def markdown_table(rows):
+    """rows: (label, [records]) -> markdown table of medians over the records."""
+    def med(recs, key):
+        vals = [r[key] for r in recs if isinstance(r.get(key), (int, float))]
+        return statistics.median(vals) if vals else None
+
+    def fmt(v, spec):
+        return '-' if v is None else format(v, spec)
+
+    lines = ['| configuration | runs | s/iter | samples/s | peak MB | test img/s | test peak MB | load (1 min) |',
+             '|---|---|---|---|---|---|---|---|']
+    for label, recs in rows:
+        ok = [r for r in recs if 'error' not in r]
+        loads = [r['loadavg_1_5_15'][0] for r in ok]
+        lines.append(f'| {label} | {len(ok)}/{len(recs)} | {fmt(med(ok, "s_per_iter"), ".4f")} | '
+                     f'{fmt(med(ok, "samples_per_s"), ".3f")} | {fmt(med(ok, "peak_mem_mb"), ".1f")} | '
+                     f'{fmt(med(ok, "test_images_per_s"), ".3f")} | {fmt(med(ok, "test_peak_mem_mb"), ".1f")} | '
+                     f'{fmt(min(loads) if loads else None, ".2f")}-{fmt(max(loads) if loads else None, ".2f")} |')
+    return '\n'.join(lines)
+
+
+def run_sweep(args):
+    configs = sweep_configs(args)
+    results = {label: [] for label, _ in configs}
+    for _ in range(max(1, args.repeat)):          # interleaved, so load drift hits every configuration
+        for label, overrides in configs:
+            rec = run_subprocess(to_argv(args, **overrides))
+            rec['sweep'], rec['label'] = args.sweep, label
+            results[label].append(rec)
+            print(json.dumps(rec), flush=True)
+    if args.table:
+        print(markdown_table(list(results.items())), flush=True)
+    return results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.sweep:
+        run_sweep(args)
+    else:
+        print(json.dumps(run_one(args)), flush=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,126 @@
+"""AlphaGAN demo on CPU in a few minutes: synthetic data, brief training, test page, evaluation.
+
+Steps:
+
+1. make the synthetic matting set ``datasets/matting_synth`` (``datasets/make_matting_dataset.py``)
+   if it is not there;
+2. train ``--model alphagan`` from scratch (no ImageNet weights: no internet needed) for ``--iters``
+   iterations of batch size 1 on ``--crop_size`` crops;
+3. run test.py on the held-out test layout (full resolution; HTML page with the metrics table);
+4. score the saved ``<stem>_alpha.png`` mattes with ``scripts/eval_matting.py``'s ``evaluate_dirs``
+   next to the trivial baseline (alpha 0.5 in the unknown region) and print both.
+
+Usage: ``python scripts/demo_matting.py [--iters 360] [--crop_size 64] [--lr 2e-4] [--eval]``.
+Exit status 0 when it ran (whatever the scores), 2 on a user error.
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import test as test_script  # noqa: E402
+import train as train_script  # noqa: E402
+from datasets.make_matting_dataset import make_matting_dataset  # noqa: E402
+from scripts.eval_matting import evaluate_dirs, format_table  # noqa: E402
+from util.errors import UserInputError  # noqa: E402
+
+N_EPOCHS, N_EPOCHS_DECAY = 2, 2   # constant learning rate, then linear decay to zero
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--dataroot', default=str(ROOT / 'datasets' / 'matting_synth'),
+                   help='synthetic matting set (made here when missing)')
+    p.add_argument('--name', default='alphagan_demo', help='run name')
+    p.add_argument('--checkpoints_dir', default=str(ROOT / 'checkpoints'))
+    p.add_argument('--results_dir', default=str(ROOT / 'results'))
+    p.add_argument('--iters', type=int, default=360, help='training iterations (batch size 1)')
+    p.add_argument('--crop_size', type=int, default=64,
+                   help='training crop side; windows of this size are cut from the images, not resized')
+    p.add_argument('--lr', type=float, default=2e-4, help='Adam learning rate of G and D')
+    p.add_argument('--lambda_lap', type=float, default=0.0, help='Laplacian loss weight (0 = paper)')
+    p.add_argument('--eval', action='store_true',
+                   help="test with batch norm's running statistics (test.py --eval) instead of the "
+                        "image's own statistics, as in training at batch size 1")
+    p.add_argument('--seed', type=int, default=0)
+    return p
+
+
+def train_args(a):
+    per_epoch = max(1, a.iters // (N_EPOCHS + N_EPOCHS_DECAY))
+    return ['--model', 'alphagan', '--dataroot', a.dataroot, '--name', a.name,
+            '--checkpoints_dir', a.checkpoints_dir, '--gpu_ids', '-1', '--num_threads', '0',
+            '--seed', str(a.seed), '--crop_size', str(a.crop_size), '--crop_sizes', str(a.crop_size),
+            '--bg_per_fg', '100', '--max_iters_per_epoch', str(per_epoch),
+            '--n_epochs', str(N_EPOCHS), '--n_epochs_decay', str(N_EPOCHS_DECAY),
+            '--lr', str(a.lr), '--lambda_lap', str(a.lambda_lap),
+            '--print_freq', str(max(1, per_epoch // 2)), '--display_freq', str(per_epoch),
+            '--update_html_freq', str(per_epoch), '--save_epoch_freq', '0']
+
+
+def test_args(a):
+    return (['--model', 'alphagan', '--dataroot', a.dataroot, '--name', a.name, '--phase', 'test',
+             '--checkpoints_dir', a.checkpoints_dir, '--results_dir', a.results_dir, '--gpu_ids', '-1',
+             '--num_test', '100000', '--results_per_page', '0']
+            + (['--eval'] if a.eval else []))
+
+
+def collect_alphas(image_dir, out_dir):
+    """Copy ``<stem>_alpha.png`` from test.py's image folder to ``out_dir/<stem>.png``; return the count."""
+    n = 0
+    for f in sorted(os.listdir(image_dir)):
+        if f.endswith('_alpha.png'):
+            shutil.copyfile(os.path.join(image_dir, f), os.path.join(out_dir, f[:-len('_alpha.png')] + '.png'))
+            n += 1
+    return n
+
+
+def main(argv=None):
+    a = build_parser().parse_args(argv)
+    if a.iters < 1 or a.crop_size < 32:
+        print('error: --iters must be >= 1 and --crop_size >= 32', file=sys.stderr)
+        return 2
+    try:
+        if not (os.path.isdir(os.path.join(a.dataroot, 'train')) and os.path.isdir(os.path.join(a.dataroot, 'test'))):
+            print(f'making the synthetic matting set in {a.dataroot}', flush=True)
+            make_matting_dataset(a.dataroot)
+        t0 = time.time()
+        rc = train_script.main(train_args(a))
+        if rc != 0:
+            return rc
+        train_s = time.time() - t0
+        rc = test_script.main(test_args(a))
+        if rc != 0:
+            return rc
+        web_dir = os.path.join(a.results_dir, a.name, 'test_latest')
+        test_root = os.path.join(a.dataroot, 'test')
+        with tempfile.TemporaryDirectory() as pred_dir:
+            if collect_alphas(os.path.join(web_dir, 'images'), pred_dir) == 0:
+                raise UserInputError(f'test.py wrote no *_alpha.png in {web_dir}/images')
+            result = evaluate_dirs(pred_dir, os.path.join(test_root, 'alpha'), os.path.join(test_root, 'trimaps'),
+                                   baselines=['half'])
+    except UserInputError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    iters = (a.iters // (N_EPOCHS + N_EPOCHS_DECAY)) * (N_EPOCHS + N_EPOCHS_DECAY)
+    print()
+    print(format_table(result, 'alphagan'))
+    model_sad, half_sad = result['mean']['SAD'], result['baselines']['half']['mean']['SAD']
+    verdict = 'beats' if model_sad < half_sad else 'does NOT beat'
+    print(f'\ntraining: {iters} iterations in {train_s:.0f} s ({train_s / max(1, iters):.2f} s/iter, '
+          f'including data loading and checkpoints)')
+    print(f'mean SAD on {result["count"]} held-out images: alphagan {model_sad:.4f} vs unknown=0.5 baseline '
+          f'{half_sad:.4f} -> alphagan {verdict} the baseline')
+    print(f'results page: {os.path.join(web_dir, "index.html")}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""scripts/benchmark.py prints one valid JSON record; scripts/official_reference.py executes the
+official structure (per-slot loops, six generator calls a pass) with the same numbers as ours."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models import create_model, networks
+from models.official_convert import convert_official_state_dict
+from options.train_options import TrainOptions
+from scripts.benchmark import synthetic_instance_batch
+from scripts.official_reference import (OfficialStructureInstaGAN, PerSlotSetDiscriminator,
+                                        PerSlotSetGenerator)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def set_input_tensor(n_filled, n_slots, size=32, seed=0):
+    """(1, 3 + n_slots, size, size): random image, ``n_filled`` rectangle masks, then empty slots."""
+    batch = synthetic_instance_batch(1, size, n_filled, n_slots, seed)
+    return torch.cat([batch['A'], batch['A_segs']], 1)
+
+
+def count_calls(module):
+    calls = []
+    module.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    return calls
+
+
+def test_benchmark_prints_one_json_line_with_speed_and_memory(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'scripts', 'benchmark.py'), '--model', 'insta_gan', '--device', 'cpu',
+         '--crop_size', '32', '--ngf', '4', '--batch_size', '2', '--ins_max', '2', '--ins_per', '1',
+         '--iters', '2', '--warmup', '1', '--threads', '1'],
+        capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stdout
+    rec = json.loads(lines[0])
+    assert rec['device'] == 'cpu' and rec['impl'] == 'ours'
+    assert rec['s_per_iter'] > 0 and len(rec['s_per_iter_all']) == 2
+    assert rec['samples_per_s'] == pytest.approx(2 / rec['s_per_iter'])
+    assert rec['test_images_per_s'] == pytest.approx(2 / rec['test_s_per_iter'])
+    assert rec['peak_mem_mb'] > 0 and rec['peak_rss_mb'] > rec['peak_mem_mb']
+    assert rec['options']['batch_size'] == 2 and rec['options']['ins_per'] == 1 and rec['options']['crop_size'] == 32
+    assert len(rec['loadavg_1_5_15']) == 3
+
+
+def test_per_slot_generator_equals_batched_generator_at_batch_1():
+    torch.manual_seed(0)
+    net = networks.define_G(3, 3, 4, 'set', norm='instance')
+    inp = set_input_tensor(n_filled=3, n_slots=4)
+    seg_calls = count_calls(net.encoder_seg)
+    with torch.no_grad():
+        ours = net(inp)
+        assert seg_calls == [3]                       # ours: the three masks in one call
+        seg_calls.clear()
+        per_slot = PerSlotSetGenerator(net)(inp)
+    assert seg_calls == [1, 1, 1]                     # official structure: one call per filled slot
+    assert torch.allclose(per_slot, ours, atol=1e-6)
+    assert torch.equal(per_slot[:, 6], inp[:, 6])     # the empty slot passes through
+    assert (per_slot[:, 3:6] != inp[:, 3:6]).any()    # the filled ones are translated
+
+
+def test_per_slot_discriminator_equals_batched_discriminator_in_eval():
+    torch.manual_seed(0)
+    net = networks.define_D(3, 4, 'set', 3, norm='instance').eval()   # eval: no power-iteration step
+    inp = set_input_tensor(n_filled=2, n_slots=3)
+    with torch.no_grad():
+        assert torch.allclose(PerSlotSetDiscriminator(net)(inp), net(inp), atol=1e-6)
+
+
+def test_per_slot_generator_reproduces_the_official_generator_output(shared_dir):
+    fix = os.path.join(shared_dir, 'fixtures', 'instagan_official')
+    case = torch.load(os.path.join(fix, 'case.pth'), weights_only=True)
+    net = networks.define_G(3, 3, 8, 'set', norm='instance').eval()
+    state = torch.load(os.path.join(fix, '10_net_G_A.pth'), weights_only=True)
+    net.load_state_dict(convert_official_state_dict(state, net))
+    with torch.no_grad():
+        out = PerSlotSetGenerator(net)(case['inputs']['real_A'])
+    assert torch.allclose(out, case['outputs']['G_A_out'], atol=1e-5)
+
+
+def test_official_structure_makes_six_generator_calls_a_pass_where_ours_makes_three(tmp_path):
+    opt = TrainOptions(['--model', 'insta_gan', '--dataroot', 'x', '--checkpoints_dir', str(tmp_path),
+                        '--ngf', '4', '--ndf', '4', '--crop_size', '32', '--gpu_ids', '-1',
+                        '--ins_max', '4', '--ins_per', '2']).parse(save=False)
+    torch.manual_seed(0)
+    model = create_model(opt)
+    batch = synthetic_instance_batch(1, 32, 4, 4, seed=1)
+    calls_A, calls_B = count_calls(model.netG_A), count_calls(model.netG_B)
+    model.set_input(batch)
+    model.optimize_parameters()
+    assert len(calls_A) + len(calls_B) == 2 * 3          # 2 passes, calls fused per generator
+    assert sorted(calls_A + calls_B) == [1, 1, 2, 2, 3, 3]
+    ref = OfficialStructureInstaGAN(model)
+    calls_A, calls_B = count_calls(ref.G_A), count_calls(ref.G_B)
+    ref.set_input(batch)
+    before = [p.detach().clone() for p in model.netG_A.parameters()]
+    ref.optimize_parameters()
+    assert calls_A + calls_B == [1] * 12                 # 2 passes x 6 separate batch-1 calls
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.netG_A.parameters()))   # G stepped
+    with pytest.raises(ValueError, match='batch size 1'):
+        ref.set_input(synthetic_instance_batch(2, 32, 4, 4))

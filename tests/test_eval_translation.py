@@ -1,0 +1,40 @@
+"""The translation judge of scripts/eval_translation.py rewards a real disc->square translation,
+penalises an untouched input and measures background change outside the instances."""
+import numpy as np
+
+from scripts.eval_translation import judge
+
+
+def scene():
+    rng = np.random.default_rng(0)
+    bg = (rng.integers(100, 140, (48, 48, 1)) * np.ones((1, 1, 3))).astype(np.uint8)
+    yy, xx = np.mgrid[:48, :48]
+    disc = (yy - 20) ** 2 + (xx - 24) ** 2 <= 8 ** 2
+    real = bg.copy()
+    real[disc] = (230, 195, 40)            # warm disc
+    return bg, real, disc
+
+
+def test_ideal_translation_succeeds_and_keeps_background():
+    bg, real, disc = scene()
+    fake = bg.copy()
+    fake[12:29, 16:33] = (40, 90, 220)     # cool square over the disc's box
+    s, n, res = judge(real, fake, [disc])
+    assert res == [(True, True)]
+    assert s == 0 and n > 0
+
+
+def test_untouched_input_fails_and_colour_only_change_is_partial():
+    bg, real, disc = scene()
+    assert judge(real, real, [disc])[2] == [(False, False)]
+    recoloured = bg.copy()
+    recoloured[disc] = (40, 90, 220)
+    assert judge(real, recoloured, [disc])[2] == [(False, True)]
+
+
+def test_background_change_is_measured_outside_instance_boxes():
+    bg, real, disc = scene()
+    fake = real.copy()
+    fake[40:, :] = np.clip(fake[40:, :].astype(int) + 30, 0, 255).astype(np.uint8)
+    s, n, _ = judge(real, fake, [disc])
+    assert abs(s / n - 30 * 8 * 48 / n) < 1e-6
