@@ -2,7 +2,8 @@
 import os
 
 from data.base_dataset import BaseDataset, domain_channels
-from data.unaligned_seg_dataset import SEG_LAYOUT, InstanceFolder, add_instance_options, warn_overflow
+from data.unaligned_seg_dataset import (IMAGE_LAYOUT, SEG_LAYOUT, DetectedInstanceFolder, InstanceFolder,
+                                        add_instance_options, mask_detector_from_opt, warn_overflow)
 
 
 class SingleSegDataset(BaseDataset):
@@ -12,7 +13,9 @@ class SingleSegDataset(BaseDataset):
     ``--direction BtoA``). Masks: ``<id>_<k>.<ext>`` in ``--seg_dir`` (default: the image folder
     with ``_seg`` appended, as in unaligned_seg). Masks are read, binarised, augmented, ordered and
     padded exactly as in :class:`data.unaligned_seg_dataset.UnalignedSegDataset`; images without
-    masks are kept with all slots empty unless ``--unmasked skip``.
+    masks are kept with all slots empty unless ``--unmasked skip``. With ``--auto_masks`` the masks
+    are made by a COCO Mask R-CNN from each image instead (``--seg_dir`` is not read; the
+    domain's categories of ``--mask_categories`` are used; see ``UnalignedSegDataset``).
 
     Returns ``{'A': (nc, H, W) in [-1, 1], 'A_segs': (S, H, W) in {-1, 1}, 'A_paths': str}`` (keys
     say 'A' whatever the domain, as CycleGAN's single mode does); nc = the domain's channels
@@ -34,8 +37,13 @@ class SingleSegDataset(BaseDataset):
         img_dir = os.path.join(opt.dataroot, opt.phase + d)
         seg_dir = getattr(opt, 'seg_dir', None) or img_dir + '_seg'
         self.max_instances = getattr(opt, 'max_instances', 20)
-        self.folder = InstanceFolder(img_dir, seg_dir, opt.max_dataset_size, self.max_instances,
-                                     getattr(opt, 'unmasked', 'keep'), SEG_LAYOUT.format(phase=opt.phase, d=d))
+        detector = mask_detector_from_opt(opt, d)
+        if detector is not None:
+            self.folder = DetectedInstanceFolder(img_dir, opt.max_dataset_size, detector, d,
+                                                 IMAGE_LAYOUT.format(phase=opt.phase, d=d))
+        else:
+            self.folder = InstanceFolder(img_dir, seg_dir, opt.max_dataset_size, self.max_instances,
+                                         getattr(opt, 'unmasked', 'keep'), SEG_LAYOUT.format(phase=opt.phase, d=d))
         self.nc = domain_channels(opt)['AB'.index(d)]
         warn_overflow({opt.phase + d: self.folder}, self.max_instances)
 

@@ -13,6 +13,7 @@ from util.errors import UserInputError
 
 SEG_LAYOUT = ('<dataroot>/{phase}{d}/<id>.<ext> with masks <dataroot>/{phase}{d}_seg/<id>_<k>.png '
               '(k = 0, 1, ...; one mask per instance)')
+IMAGE_LAYOUT = '<dataroot>/{phase}{d}/<id>.<ext> (--auto_masks: no mask folder needed)'
 
 
 def add_instance_options(parser, is_train):
@@ -22,7 +23,46 @@ def add_instance_options(parser, is_train):
     parser.add_argument('--unmasked', choices=['keep', 'skip'], default='skip' if is_train else 'keep',
                         help='images without any mask: keep them with all slots empty, or skip them '
                              '(default: skip when training, keep when testing)')
+    g = parser.add_argument_group('automatic masks (--auto_masks: a COCO Mask R-CNN instead of _seg folders)')
+    g.add_argument('--auto_masks', action='store_true',
+                   help='make the instance masks of each image with torchvision\'s COCO Mask R-CNN when it is '
+                        'loaded, instead of reading <phase>A_seg/<phase>B_seg (made again at every load: to '
+                        'train, or to inspect and fix masks, write them once with datasets/make_auto_masks.py)')
+    g.add_argument('--mask_categories', default=None,
+                   help="COCO categories to detect: one list for both domains ('person', 'sheep,cow') or one "
+                        "per image folder ('A:sheep;B:giraffe' for <phase>A and <phase>B, whatever --direction)")
+    g.add_argument('--mask_score_thresh', type=float, default=0.5, help='minimum detection score')
+    g.add_argument('--mask_min_area', type=float, default=0.001,
+                   help='drop detected masks smaller than this: a fraction of the image (< 1) or pixels (>= 1)')
+    g.add_argument('--mask_model_path', default=None,
+                   help='local Mask R-CNN state dict (torchvision maskrcnn_resnet50_fpn or _v2); default: '
+                        'download torchvision\'s COCO weights (needs the internet once)')
+    g.add_argument('--mask_min_size', type=int, default=800,
+                   help='the detector resizes the shorter image side to this (torchvision: 800; less is faster)')
+    g.add_argument('--mask_max_size', type=int, default=1333, help='... and the longer side to at most this')
     return parser
+
+
+def mask_detector_from_opt(opt, domains):
+    """The lazily built Mask R-CNN of ``--auto_masks`` for ``domains`` (e.g. 'AB'), or None without it.
+
+    Categories are checked now (unknown names raise UserInputError); the model is built on the
+    first image, once per process. It runs on the model's device when the data is loaded in the
+    main process (``--num_threads 0``, as test.py does), else on the CPU of each worker.
+    """
+    if not getattr(opt, 'auto_masks', False):
+        return None
+    from util.auto_masks import LazyMaskDetector, parse_categories
+    categories = parse_categories(getattr(opt, 'mask_categories', None), tuple(domains))
+    path = getattr(opt, 'mask_model_path', None)
+    if path is not None and not os.path.isfile(path):
+        raise UserInputError(f"--mask_model_path '{path}' does not exist; pass the file of a torchvision "
+                             f"Mask R-CNN state dict (e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth).")
+    device = getattr(opt, 'device', 'cpu') if int(getattr(opt, 'num_threads', 0)) == 0 else 'cpu'
+    return LazyMaskDetector(categories, score_thresh=getattr(opt, 'mask_score_thresh', 0.5),
+                            min_area=getattr(opt, 'mask_min_area', 0.001), model_path=path, device=device,
+                            max_instances=getattr(opt, 'max_instances', 20),
+                            min_size=getattr(opt, 'mask_min_size', 800), max_size=getattr(opt, 'mask_max_size', 1333))
 
 
 def binarise_mask(arr):
@@ -106,12 +146,41 @@ class InstanceFolder:
 
     def load(self, index, opt, nc, n_slots):
         """Image (nc, H, W) in [-1, 1] and masks (n_slots, H, W) in {-1, 1}, augmented alike."""
-        path, mask_paths = self.items[index]
+        path = self.items[index][0]
         img = open_image(path)
-        masks = read_masks(mask_paths, img.size, path)
+        masks = self.masks(index, img)
         params = get_params(opt, img.size, name=path)
         image = match_channels(apply_transform(img, opt, params, 'image'), nc)
         return image, instance_slots(transform_masks(masks, params), n_slots), path
+
+    def masks(self, index, img):
+        """Bool masks (K, H, W) of item ``index`` at the size of its RGB image ``img``, from files."""
+        path, mask_paths = self.items[index]
+        return read_masks(mask_paths, img.size, path)
+
+
+class DetectedInstanceFolder(InstanceFolder):
+    """One domain's images whose masks a detector makes (``--auto_masks``); no ``_seg`` folder.
+
+    Every image is kept (``--unmasked`` does not apply: masks exist only once an image is read).
+    The masks come from the original image, before augmentation; the detector already keeps at
+    most ``--max_instances`` of them, largest first. An image without any detection gets empty
+    slots and a warning naming it.
+    """
+
+    def __init__(self, img_dir, max_size, detector, domain, layout):
+        self.items = [(p, []) for p in make_dataset(img_dir, max_size, layout)]
+        self.n_images, self.n_unmasked, self.n_over = len(self.items), 0, 0
+        self.detector, self.domain = detector, domain
+
+    def masks(self, index, img):
+        masks = self.detector.detect(np.asarray(img), self.domain)
+        if not len(masks):
+            warnings.warn(f"--auto_masks: no {'/'.join(self.detector.categories[self.domain])} detected in "
+                          f"'{self.items[index][0]}'; its mask slots are empty (lower --mask_score_thresh or "
+                          f"--mask_min_area, or make masks with datasets/make_auto_masks.py and fix them).",
+                          stacklevel=2)
+        return masks
 
 
 def warn_overflow(folders, max_instances):
@@ -144,6 +213,11 @@ class UnalignedSegDataset(BaseDataset):
     cropped away become empty slots; the ``--max_instances`` slots are padded with empty masks
     (all -1). Images with more masks than slots keep the largest; one warning at start-up counts them.
 
+    With ``--auto_masks`` no ``_seg`` folder is read: each image's masks are made by a COCO Mask
+    R-CNN (``--mask_categories``, ``--mask_score_thresh``, ``--mask_min_area``,
+    ``--mask_model_path``; see :mod:`util.auto_masks`) on the original image, then augmented,
+    ordered and padded as file masks are; every image is kept.
+
     Returns ``{'A': (nc_A, H, W) in [-1, 1], 'A_segs': (S, H, W) in {-1, 1}, 'A_paths': str}`` and
     the same for B; S = --max_instances. Sample ``i``: A image ``i % len(A)``, a random B image
     (``i % len(B)`` with ``--serial_batches``). Length: max(len(A), len(B)).
@@ -158,8 +232,13 @@ class UnalignedSegDataset(BaseDataset):
         self.max_instances = getattr(opt, 'max_instances', 20)
         unmasked = getattr(opt, 'unmasked', 'skip' if opt.isTrain else 'keep')
         self.folders = {}
+        detector = mask_detector_from_opt(opt, 'AB')
         for d in 'AB':
             img_dir = os.path.join(opt.dataroot, opt.phase + d)
+            if detector is not None:
+                self.folders[opt.phase + d] = DetectedInstanceFolder(
+                    img_dir, opt.max_dataset_size, detector, d, IMAGE_LAYOUT.format(phase=opt.phase, d=d))
+                continue
             self.folders[opt.phase + d] = InstanceFolder(
                 img_dir, img_dir + '_seg', opt.max_dataset_size, self.max_instances, unmasked,
                 SEG_LAYOUT.format(phase=opt.phase, d=d))

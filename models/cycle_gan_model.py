@@ -68,9 +68,10 @@ class CycleGANModel(BaseModel):
         self.rec_B = self.netG_A(self.fake_A)
 
     def backward_D_basic(self, netD, real, fake):
-        """Discriminator loss: (real -> 1, fake -> 0) / 2; backward."""
-        loss_D = (self.criterionGAN(netD(real), True) + self.criterionGAN(netD(fake.detach()), False)) * 0.5
-        loss_D.backward()
+        """Discriminator loss: (real -> 1, fake -> 0) / 2; backward (scaled under --amp fp16)."""
+        with self.autocast():
+            loss_D = (self.criterionGAN(netD(real), True) + self.criterionGAN(netD(fake.detach()), False)) * 0.5
+        self.backward(loss_D, self.optimizer_D)
         return loss_D
 
     def backward_D_A(self):
@@ -81,29 +82,33 @@ class CycleGANModel(BaseModel):
 
     def backward_G(self):
         lambda_idt, lambda_A, lambda_B = self.opt.lambda_identity, self.opt.lambda_A, self.opt.lambda_B
-        if lambda_idt > 0:
-            self.idt_A = self.netG_A(self.real_B)
-            self.loss_idt_A = self.criterionIdt(self.idt_A, self.real_B) * lambda_B * lambda_idt
-            self.idt_B = self.netG_B(self.real_A)
-            self.loss_idt_B = self.criterionIdt(self.idt_B, self.real_A) * lambda_A * lambda_idt
-        else:
-            self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
-        self.loss_G_A = self.criterionGAN(self.netD_A(self.fake_B), True, for_discriminator=False)
-        self.loss_G_B = self.criterionGAN(self.netD_B(self.fake_A), True, for_discriminator=False)
-        self.loss_cycle_A = self.criterionCycle(self.rec_A, self.real_A) * lambda_A
-        self.loss_cycle_B = self.criterionCycle(self.rec_B, self.real_B) * lambda_B
-        self.loss_G = (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
-                       + self.loss_idt_A + self.loss_idt_B)
-        self.loss_G.backward()
+        with self.autocast():
+            if lambda_idt > 0:
+                self.idt_A = self.netG_A(self.real_B)
+                self.loss_idt_A = self.criterionIdt(self.idt_A, self.real_B) * lambda_B * lambda_idt
+                self.idt_B = self.netG_B(self.real_A)
+                self.loss_idt_B = self.criterionIdt(self.idt_B, self.real_A) * lambda_A * lambda_idt
+            else:
+                self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
+            self.loss_G_A = self.criterionGAN(self.netD_A(self.fake_B), True, for_discriminator=False)
+            self.loss_G_B = self.criterionGAN(self.netD_B(self.fake_A), True, for_discriminator=False)
+            self.loss_cycle_A = self.criterionCycle(self.rec_A, self.real_A) * lambda_A
+            self.loss_cycle_B = self.criterionCycle(self.rec_B, self.real_B) * lambda_B
+            self.loss_G = (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
+                           + self.loss_idt_A + self.loss_idt_B)
+        self.backward(self.loss_G, self.optimizer_G)
 
     def optimize_parameters(self):
-        self.forward()
+        """G step, then D step, each through ``BaseModel.step`` (non-finite check, gradient
+        averaging under torchrun, GradScaler under --amp fp16)."""
+        with self.autocast():
+            self.forward()
         self.set_requires_grad([self.netD_A, self.netD_B], False)
         self.optimizer_G.zero_grad()
         self.backward_G()
-        self.optimizer_G.step()
+        self.step(self.optimizer_G, ['G_A', 'G_B', 'cycle_A', 'cycle_B', 'idt_A', 'idt_B'])
         self.set_requires_grad([self.netD_A, self.netD_B], True)
         self.optimizer_D.zero_grad()
         self.backward_D_A()
         self.backward_D_B()
-        self.optimizer_D.step()
+        self.step(self.optimizer_D, ['D_A', 'D_B'])

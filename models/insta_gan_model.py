@@ -214,9 +214,16 @@ class InstaGANModel(BaseModel):
     # ------------------------------------------------------------------ losses
     def backward_G(self):
         """Generator losses of the current pass (only its active samples), then backward."""
-        p, o = self.p, self.opt
         zero = torch.zeros((), device=self.device)
         losses = {k: zero for k in ('G_A', 'cyc_A', 'idt_B', 'ctx_A', 'G_B', 'cyc_B', 'idt_A', 'ctx_B')}
+        with self.autocast():
+            losses = self.generator_losses(losses)
+        self.backward(sum(losses.values()), self.optimizer_G)
+        return losses
+
+    def generator_losses(self, losses):
+        """The G losses of the current pass's active samples, filled into ``losses`` (name -> tensor)."""
+        p, o = self.p, self.opt
         if len(p['ia']):
             losses['G_A'] = self.criterionGAN(self.netD_A(p['fake_B_mul']), True, for_discriminator=False)
             losses['cyc_A'] = self.criterionCyc(p['rec_A'], p['real_A_sng']) * o.lambda_A
@@ -237,32 +244,34 @@ class InstaGANModel(BaseModel):
                 weight = (1 - merge_masks(torch.cat([p['real_B_sng'][:, 3:], p['fake_A'][:, 3:3 + n]], 1))) / 2
                 losses['ctx_B'] = weighted_l1(p['real_B_sng'][:, :3], p['fake_A'][:, :3], weight) \
                     * o.lambda_B * o.lambda_ctx
-        loss_G = sum(losses.values())
-        loss_G.backward()
         return losses
 
     def backward_D(self, netD, real, fake, pool):
         """(real -> 1, pooled fake -> 0) / 2 for one discriminator; backward."""
         fake = pool.query(fake.detach())
-        loss = (self.criterionGAN(netD(real), True) + self.criterionGAN(netD(fake), False)) * 0.5
-        loss.backward()
+        with self.autocast():
+            loss = (self.criterionGAN(netD(real), True) + self.criterionGAN(netD(fake), False)) * 0.5
+        self.backward(loss, self.optimizer_D)
         return loss
 
     def optimize_parameters(self):
-        """Sequential mini-batch translation: for each pass, update G then D."""
+        """Sequential mini-batch translation: for each pass, update G then D (through
+        ``BaseModel.step``). A pass without instances is skipped; under torchrun only when no rank
+        has any (a rank without them joins the step with zero gradients)."""
         self.start_passes()
         sums = {k: 0.0 for k in self.loss_names}
         counts = {k: 0 for k in self.loss_names}
         with_idt = self.opt.lambda_idt > 0
         for i in range(self.n_passes):
-            self.forward(i, with_idt=with_idt)
+            with self.autocast():
+                self.forward(i, with_idt=with_idt)
             p = self.p
-            if not len(p['ia']) and not len(p['ib']):
+            if not self.any_rank(len(p['ia']) > 0 or len(p['ib']) > 0):
                 continue
             self.set_requires_grad([self.netD_A, self.netD_B], False)
             self.optimizer_G.zero_grad(set_to_none=True)
             g_losses = self.backward_G()
-            self.optimizer_G.step()
+            self.step(self.optimizer_G, g_losses)
             self.set_requires_grad([self.netD_A, self.netD_B], True)
             self.optimizer_D.zero_grad(set_to_none=True)
             d_losses = {}
@@ -270,7 +279,7 @@ class InstaGANModel(BaseModel):
                 d_losses['D_A'] = self.backward_D(self.netD_A, self.real_B, p['fake_B_mul'], self.image_pools['fake_B'])
             if len(p['ib']):
                 d_losses['D_B'] = self.backward_D(self.netD_B, self.real_A, p['fake_A_mul'], self.image_pools['fake_A'])
-            self.optimizer_D.step()
+            self.step(self.optimizer_D, d_losses)
             ran = {'A': len(p['ia']) > 0, 'B': len(p['ib']) > 0}
             side = {'G_A': 'A', 'cyc_A': 'A', 'idt_B': 'A', 'ctx_A': 'A', 'D_A': 'A',
                     'G_B': 'B', 'cyc_B': 'B', 'idt_A': 'B', 'ctx_B': 'B', 'D_B': 'B'}

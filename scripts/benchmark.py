@@ -17,7 +17,9 @@ markdown table of the medians over ``--repeat`` runs)::
 What is measured:
 
 * ``s_per_iter``: median wall time of whole ``optimize_parameters()`` calls after ``--warmup``
-  calls (CUDA synchronised around each); ``samples_per_s = batch_size / s_per_iter``.
+  calls (CUDA synchronised around each); ``samples_per_s = batch_size / s_per_iter``;
+  ``cpu_s_per_iter``: median process CPU time of the same calls (all threads; on a shared
+  machine less load-dependent than wall time).
 * ``test_s_per_iter`` / ``test_images_per_s``: the same for ``model.test()`` (networks in eval
   mode, no gradients), at ``--test_size`` (default ``--crop_size``); alphagan adds
   ``test_s_per_megapixel``.
@@ -177,17 +179,21 @@ class Meter:
 
 
 def time_calls(fn, iters, warmup, sync):
-    """Median, min and all wall times (s) of ``iters`` calls of ``fn`` after ``warmup`` calls."""
+    """Wall times and process CPU times (s) of ``iters`` calls of ``fn`` after ``warmup`` calls.
+
+    Returns dict(med, min, all, cpu_med): the CPU time (all threads of this process) is less
+    sensitive than the wall time to other processes sharing the cores."""
     for _ in range(warmup):
         fn()
     sync()
-    times = []
+    times, cpu = [], []
     for _ in range(iters):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times), times
+        cpu.append(time.process_time() - c0)
+    return dict(med=statistics.median(times), min=min(times), all=times, cpu_med=statistics.median(cpu))
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -416,8 +422,9 @@ def run_one(args):
                               else _alphagan_model_batch(model, test_batch))
             mem = {}
             with meter.phase(mem):
-                med, best, _ = time_calls(test_step, args.iters, max(1, args.warmup), meter.sync)
-            record.update(test_s_per_iter=med, test_s_per_iter_min=best,
+                t = time_calls(test_step, args.iters, max(1, args.warmup), meter.sync)
+            med = t['med']
+            record.update(test_s_per_iter=med, test_s_per_iter_min=t['min'], test_cpu_s_per_iter=t['cpu_med'],
                           test_images_per_s=args.batch_size / med,
                           test_peak_mem_mb=round(mem['peak_mem_mb'], 1), test_peak_mem_exact=mem['exact'])
             if args.model == 'alphagan':
@@ -429,9 +436,10 @@ def run_one(args):
                               else _alphagan_model_batch(model, batch))
             mem = {}
             with meter.phase(mem):
-                med, best, times = time_calls(train_step, args.iters, args.warmup, meter.sync)
-            record.update(s_per_iter=med, s_per_iter_min=best, s_per_iter_all=[round(t, 4) for t in times],
-                          samples_per_s=args.batch_size / med,
+                t = time_calls(train_step, args.iters, args.warmup, meter.sync)
+            med = t['med']
+            record.update(s_per_iter=med, s_per_iter_min=t['min'], s_per_iter_all=[round(v, 4) for v in t['all']],
+                          cpu_s_per_iter=t['cpu_med'], samples_per_s=args.batch_size / med,
                           peak_mem_mb=round(mem['peak_mem_mb'], 1), peak_mem_exact=mem['exact'])
     record['peak_rss_mb'] = round(_maxrss_mb(), 1)
     record['loadavg_after'] = [round(v, 2) for v in os.getloadavg()]
@@ -512,13 +520,17 @@ def markdown_table(rows):
     def fmt(v, spec):
         return '-' if v is None else format(v, spec)
 
-    lines = ['| configuration | runs | s/iter | samples/s | peak MB | test img/s | test peak MB | load (1 min) |',
-             '|---|---|---|---|---|---|---|---|']
+    lines = ['| configuration | runs | s/iter | CPU s/iter | samples/s | samples/CPU-s | peak MB | test img/s '
+             '| test peak MB | load (1 min) |',
+             '|---|---|---|---|---|---|---|---|---|---|']
     for label, recs in rows:
         ok = [r for r in recs if 'error' not in r]
         loads = [r['loadavg_1_5_15'][0] for r in ok]
-        lines.append(f'| {label} | {len(ok)}/{len(recs)} | {fmt(med(ok, "s_per_iter"), ".4f")} | '
-                     f'{fmt(med(ok, "samples_per_s"), ".3f")} | {fmt(med(ok, "peak_mem_mb"), ".1f")} | '
+        cpu = med(ok, 'cpu_s_per_iter')
+        per_cpu = ok[0]['options']['batch_size'] / cpu if cpu else None
+        lines.append(f'| {label} | {len(ok)}/{len(recs)} | {fmt(med(ok, "s_per_iter"), ".3f")} | {fmt(cpu, ".3f")} | '
+                     f'{fmt(med(ok, "samples_per_s"), ".3f")} | {fmt(per_cpu, ".3f")} | '
+                     f'{fmt(med(ok, "peak_mem_mb"), ".1f")} | '
                      f'{fmt(med(ok, "test_images_per_s"), ".3f")} | {fmt(med(ok, "test_peak_mem_mb"), ".1f")} | '
                      f'{fmt(min(loads) if loads else None, ".2f")}-{fmt(max(loads) if loads else None, ".2f")} |')
     return '\n'.join(lines)

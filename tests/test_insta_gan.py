@@ -122,7 +122,7 @@ def test_reported_losses_are_the_mean_over_passes(tmp_path, monkeypatch):
 
     def spy():
         losses = original()
-        seen.append({k: float(v) for k, v in losses.items()})
+        seen.append({k: float(v.detach()) for k, v in losses.items()})
         return losses
     monkeypatch.setattr(model, 'backward_G', spy)
     model.set_input(batch_of([4], [2]))     # A: 4 passes run; B: only passes 0 and 1 have instances
