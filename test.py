@@ -3,6 +3,7 @@
 ``python test.py --model insta_gan --dataroot datasets/shapes --name run`` writes
 ``results/<name>/<phase>_<epoch>/index.html`` and ``images/<stem>_<visual>.png``.
 """
+import itertools
 import os
 import sys
 
@@ -37,9 +38,7 @@ def test(opt):
         model.eval()
     value_range = getattr(model, 'visual_value_range', (-1.0, 1.0))
     n = min(len(dataset), opt.num_test)
-    for i, batch in enumerate(tqdm(dataset, total=n, desc='test', unit='img', file=sys.stdout)):
-        if i >= opt.num_test:
-            break
+    for batch in tqdm(itertools.islice(dataset, n), total=n, desc='test', unit='img', file=sys.stdout):
         model.set_input(batch)
         model.test()
         html.save_images(webpage, model.get_current_visuals(), model.get_image_paths(),

@@ -131,6 +131,10 @@ def train(opt):
             # models that step through BaseModel.step have already stopped or skipped; others are
             # checked here, after their step (no checkpoint is written after it either)
             unguarded = model.guarded_steps == guarded
+            if unguarded and main_rank and (epoch, i) == (start_epoch, skip) and opt.amp == 'fp16':
+                print(f'warning: {type(model).__name__} takes its optimizer steps itself, so --amp fp16 runs '
+                      'without loss scaling and --nan_policy skip cannot skip; use BaseModel.backward and '
+                      'BaseModel.step in optimize_parameters', flush=True)
             if distributed.any_rank(bad and (unguarded or opt.nan_policy == 'stop'), model.device):
                 name = bad[0] if bad else None
                 what = f'loss {name} is {losses.get(name)}' if name else 'a loss is not finite on another rank'

@@ -78,8 +78,8 @@ class CustomDatasetDataLoader:
         self.world = getattr(opt, 'world_size', 1)
         self.rank = getattr(opt, 'rank', 0)
         seed = getattr(opt, 'seed', None)
-        if seed is None:
-            seed = distributed.broadcast_object(int(torch.randint(0, 2 ** 31 - 1, (1,)).item()))
+        if seed is None:   # from the OS, not torch's generator: the global RNG streams stay untouched
+            seed = distributed.broadcast_object(int.from_bytes(os.urandom(4), 'little') >> 1)
         self.seed = seed
         self.sampler = EpochSampler(self.dataset, self.world, self.rank, not opt.serial_batches, seed)
         # always a generator of our own: the loader draws its workers' base seed from it (from the

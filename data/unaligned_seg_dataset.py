@@ -26,8 +26,9 @@ def add_instance_options(parser, is_train):
     g = parser.add_argument_group('automatic masks (--auto_masks: a COCO Mask R-CNN instead of _seg folders)')
     g.add_argument('--auto_masks', action='store_true',
                    help='make the instance masks of each image with torchvision\'s COCO Mask R-CNN when it is '
-                        'loaded, instead of reading <phase>A_seg/<phase>B_seg (made again at every load: to '
-                        'train, or to inspect and fix masks, write them once with datasets/make_auto_masks.py)')
+                        'loaded, instead of reading <phase>A_seg/<phase>B_seg; every image is kept (made again '
+                        'at every load: to train, or to inspect and fix masks, write them once with '
+                        'datasets/make_auto_masks.py)')
     g.add_argument('--mask_categories', default=None,
                    help="COCO categories to detect: one list for both domains ('person', 'sheep,cow') or one "
                         "per image folder ('A:sheep;B:giraffe' for <phase>A and <phase>B, whatever --direction)")
@@ -57,7 +58,8 @@ def mask_detector_from_opt(opt, domains):
     path = getattr(opt, 'mask_model_path', None)
     if path is not None and not os.path.isfile(path):
         raise UserInputError(f"--mask_model_path '{path}' does not exist; pass the file of a torchvision "
-                             f"Mask R-CNN state dict (e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth).")
+                             f"Mask R-CNN state dict (e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth), or leave the "
+                             f"option out to download torchvision's COCO weights.")
     device = getattr(opt, 'device', 'cpu') if int(getattr(opt, 'num_threads', 0)) == 0 else 'cpu'
     return LazyMaskDetector(categories, score_thresh=getattr(opt, 'mask_score_thresh', 0.5),
                             min_area=getattr(opt, 'mask_min_area', 0.001), model_path=path, device=device,

@@ -38,12 +38,12 @@ def make_auto_masks(images, categories, out=None, detector=None, batch_size=1, o
     images = os.path.normpath(images)
     out = os.path.normpath(out or images + '_seg')
     paths = make_dataset(images, layout='<images>/<id>.<ext>')
-    if detector is None:
-        from util.auto_masks import MaskDetector
-        detector = MaskDetector(categories, **detector_kwargs)
     parent, name = os.path.split(os.path.abspath(out))
     counts = {}
-    with output_folders(parent, [name], overwrite) as tmp:
+    with output_folders(parent, [name], overwrite) as tmp:  # an existing --out fails before the model loads
+        if detector is None:
+            from util.auto_masks import MaskDetector
+            detector = MaskDetector(categories, **detector_kwargs)
         for start in tqdm(range(0, len(paths), batch_size), desc='masks', unit='batch', disable=None):
             batch = paths[start:start + batch_size]
             arrays = [np.asarray(open_image(p)) for p in batch]

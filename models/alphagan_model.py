@@ -128,6 +128,9 @@ class AlphaGANModel(BaseModel):
             raise UserInputError(f'--model alphagan takes RGB + trimap (--input_nc 4) and predicts alpha '
                                  f'(--output_nc 1); got --input_nc {opt.input_nc} --output_nc {opt.output_nc}. '
                                  'Drop these options.')
+        for name in ('lambda_alpha', 'lambda_comp', 'lambda_gan', 'lambda_lap'):
+            if self.isTrain and getattr(opt, name) < 0:
+                raise UserInputError(f'--{name} must be >= 0, got {getattr(opt, name)}')
         self.visual_names = ['image', 'trimap', 'alpha', 'composite', 'gt_alpha']
         self.visual_value_range = (0.0, 1.0)
         self.model_names = ['G', 'D'] if self.isTrain else ['G']
@@ -140,9 +143,6 @@ class AlphaGANModel(BaseModel):
         self.gt_alpha = None
         self.fg = self.bg = None
         if self.isTrain:
-            for name in ('lambda_alpha', 'lambda_comp', 'lambda_gan', 'lambda_lap'):
-                if getattr(opt, name) < 0:
-                    raise UserInputError(f'--{name} must be >= 0, got {getattr(opt, name)}')
             self.loss_names = ['G_GAN', 'alpha', 'comp'] + (['lap'] if opt.lambda_lap > 0 else []) + ['D']
             self.netD = networks.define_D(4, opt.ndf, opt.netD, opt.n_layers_D, opt.norm, opt.init_type,
                                           opt.init_gain, self.device)

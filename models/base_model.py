@@ -22,6 +22,7 @@ import hashlib
 import os
 import random
 import types
+import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -114,7 +115,7 @@ class BaseModel(ABC):
             if getattr(opt, 'channels_last', False):
                 net = net.to(memory_format=torch.channels_last)              # params changed in place
             if getattr(opt, 'compile', False):
-                net = torch.compile(net)
+                net = torch.compile(net, backend=getattr(opt, 'compile_backend', 'inductor'))
             setattr(self, 'net' + name, net)
         if self.isTrain:
             fp16 = getattr(opt, 'amp', 'none') == 'fp16'
@@ -156,11 +157,16 @@ class BaseModel(ABC):
     def update_learning_rate(self):
         """Step every scheduler once (per epoch)."""
         old_lr = self.optimizers[0].param_groups[0]['lr']
-        for scheduler in self.schedulers:
-            if self.opt.lr_policy == 'plateau':
-                scheduler.step(self.metric)
-            else:
-                scheduler.step()
+        with warnings.catch_warnings():
+            # stepped at each epoch's end, after the optimizers, by construction; the warning only
+            # appears when no optimizer step ran in this process (a resumed epoch with no batch
+            # left, or GradScaler skipping every step so far)
+            warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before')
+            for scheduler in self.schedulers:
+                if self.opt.lr_policy == 'plateau':
+                    scheduler.step(self.metric)
+                else:
+                    scheduler.step()
         lr = self.optimizers[0].param_groups[0]['lr']
         if self.opt.verbose:
             print(f'learning rate {old_lr:.7f} -> {lr:.7f}')

@@ -99,6 +99,9 @@ class BaseOptions:
         g.add_argument('--compile', action='store_true',
                        help='torch.compile every network (first iterations are slow while it compiles; '
                             'on CPU it needs a C++ compiler)')
+        g.add_argument('--compile_backend', default='inductor',
+                       help='torch.compile backend for --compile: inductor (fast kernels), aot_eager (traces '
+                            'forward and backward without generating code; for debugging), cudagraphs, ...')
         g.add_argument('--deterministic', action='store_true',
                        help='deterministic kernels (torch.use_deterministic_algorithms; slower on GPUs); with '
                             '--seed, runs and resumed runs repeat bit for bit on the same machine')

@@ -33,21 +33,20 @@ What is measured:
   then an upper bound), and configurations are only comparable across fresh processes (which is
   what ``--sweep`` does).
 
-``insta_gan``'s options come from ``TrainOptions([...]).parse()``, so options added to the
-training options are picked up; ``--amp``, ``--channels_last`` and ``--compile`` are passed
-through when the training options have them. Where they do not exist yet, the benchmark itself
-applies ``--amp`` (an autocast context around the timed calls, no gradient scaler) and
-``--channels_last`` (networks converted with ``.to(memory_format=torch.channels_last)``), and
-records so in ``amp_via`` / ``channels_last_via``; ``--compile`` needs the option.
+The models are built from ``TrainOptions([...]).parse()`` and ``model.setup()``, as train.py
+builds them, so options added to the training options are picked up; ``--amp``,
+``--channels_last`` and ``--compile`` are passed through (the benchmark exits with a message
+where the training options lack one). ``train_conv_dtype`` / ``test_conv_dtype`` record the
+output dtype of the first generator convolution during the timed calls, i.e. whether ``--amp``
+took effect.
 
 ``--impl official`` (insta_gan, batch 1 only) times ``scripts/official_reference.py``: OUR
 re-implementation of the official code's execution structure (per-slot loops, six separate
 generator calls a pass) with our networks' weights -- not the official code.
 
-alphagan: ``models/alphagan_model.py`` is used when it exists; otherwise the training step is
-built here from ``models/matting_networks.py`` (generator), ``models/networks.define_D``
-(PatchGAN on [composite, trimap]) and ``models/losses.py`` (alpha-prediction + composition loss
-+ GAN loss), recorded as ``"alphagan_impl": "direct"``.
+alphagan (``models/alphagan_model.py``, random init: no pretrained download): training at
+``--crop_size`` (default 320), inference through ``model.test()`` at ``--test_size`` (default
+1024) with the ground-truth alpha withheld, so that the timing excludes the matting metrics.
 """
 import argparse
 import contextlib
@@ -70,7 +69,6 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 SWEEPS = ('batch', 'ins_max', 'amp', 'channels_last', 'impl', 'alphagan')
-PASS_THROUGH = ('amp', 'channels_last', 'compile')
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -98,7 +96,7 @@ def build_parser():
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
     p.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'])
     p.add_argument('--channels_last', action='store_true')
-    p.add_argument('--compile', action='store_true', help='needs the training options\' --compile')
+    p.add_argument('--compile', action='store_true')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--sweep', default=None, choices=SWEEPS,
                    help='run configurations, each in a fresh subprocess, one JSON line each')
@@ -120,9 +118,9 @@ def parse_args(argv=None):
     args.n_instances = args.ins_max if args.n_instances is None else args.n_instances
     if args.iters < 1 or args.warmup < 0 or args.batch_size < 1 or args.ins_max < 1 or args.ins_per < 1:
         parser.error('--iters, --batch_size, --ins_max and --ins_per must be >= 1, --warmup >= 0')
-    if args.impl == 'official' and (alpha or args.batch_size != 1):
-        parser.error('--impl official exists for --model insta_gan at --batch_size 1 only (the official '
-                     'code mixes samples or crashes at batch > 1)')
+    if args.impl == 'official' and (alpha or args.batch_size != 1 or args.compile):
+        parser.error('--impl official exists for --model insta_gan at --batch_size 1 without --compile only '
+                     '(the official code mixes samples or crashes at batch > 1)')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device here; use --device cpu')
     return args
@@ -244,134 +242,69 @@ def _quiet():
 
 
 def train_options(argv, args):
-    """``TrainOptions(argv).parse()`` plus the pass-through options that exist in this tree.
-    Returns (opt, via): via[name] is 'option', 'benchmark' (applied here) or None (not asked)."""
+    """``TrainOptions(argv).parse()`` plus ``--amp`` / ``--channels_last`` / ``--compile`` when
+    asked for; exits with a message when the training options lack one."""
     from options.train_options import TrainOptions
     with _quiet():
         probe = TrainOptions(argv).parse(save=False)
-    extra, via = [], {}
-    wanted = {'amp': args.amp != 'none', 'channels_last': args.channels_last, 'compile': args.compile}
-    for name in PASS_THROUGH:
-        if not wanted[name]:
-            via[name] = None
-        elif hasattr(probe, name):
+    extra = []
+    for name, wanted in (('amp', args.amp != 'none'), ('channels_last', args.channels_last),
+                         ('compile', args.compile)):
+        if wanted and not hasattr(probe, name):
+            raise SystemExit(f'--{name}: the training options (options/*.py) have no --{name} in this tree')
+        if wanted:
             extra += ['--amp', args.amp] if name == 'amp' else ['--' + name]
-            via[name] = 'option'
-        elif name == 'compile':
-            raise SystemExit('--compile: the training options have no --compile in this tree yet')
-        else:
-            via[name] = 'benchmark'
     if not extra:
-        return probe, via
+        return probe
     with _quiet():
-        return TrainOptions(argv + extra).parse(save=False), via
+        return TrainOptions(argv + extra).parse(save=False)
 
 
 def build_insta_gan(args, device, tmp):
-    """(stepper, opt, via, batch): ``stepper`` has set_input / optimize_parameters / test and
-    ``eval_nets`` / ``train_nets``."""
+    """(stepper, model, train batch, test batch); ``stepper`` (the model, or the official
+    structure around it) has set_input / optimize_parameters / test."""
     from models import create_model
     argv = ['--model', 'insta_gan', '--dataroot', 'synthetic', '--name', 'benchmark', '--checkpoints_dir', tmp,
             '--gpu_ids', '0' if device.type == 'cuda' else '-1', '--num_threads', '0',
             '--crop_size', str(args.crop_size), '--load_size', str(args.crop_size),
             '--ngf', str(args.ngf), '--ndf', str(args.ndf), '--batch_size', str(args.batch_size),
             '--ins_max', str(args.ins_max), '--ins_per', str(args.ins_per), '--seed', str(args.seed)]
-    opt, via = train_options(argv, args)
     with _quiet():
-        model = create_model(opt)
-        model.setup(opt)
-    nets = [net for _, net in model.nets()]
+        model = create_model(train_options(argv, args))
+        model.setup(model.opt)
     stepper = model
     if args.impl == 'official':
         from scripts.official_reference import OfficialStructureInstaGAN
         stepper = OfficialStructureInstaGAN(model)
     batch = synthetic_instance_batch(args.batch_size, args.crop_size, args.n_instances, args.ins_max, args.seed)
-    return stepper, model, nets, opt, via, batch
-
-
-class DirectAlphaGAN:
-    """AlphaGAN training step built from the networks and losses (while models/alphagan_model.py
-    does not exist). Generator: AlphaGANGenerator (ResNet-50 encoder, batch norm, random init);
-    discriminator: PatchGAN (define_D 'n_layers', 3 layers) on [composite, trimap] in [-1, 1];
-    losses: alpha-prediction + composition (unknown region) + LSGAN; Adam 2e-4, (0.5, 0.999)."""
-
-    def __init__(self, ndf, device):
-        from models import networks
-        from models.matting_networks import IMAGENET_MEAN, IMAGENET_STD
-        self.device = device
-        self.netG = networks.define_G(4, 1, 64, 'alphagan', norm='batch', device=device)
-        self.netD = networks.define_D(4, ndf, 'n_layers', 3, norm='batch', device=device)
-        self.criterionGAN = networks.GANLoss('lsgan').to(device)
-        self.optimizer_G = torch.optim.Adam(self.netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        self.optimizer_D = torch.optim.Adam(self.netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-
-    def set_input(self, batch):
-        for k in ('image', 'fg', 'bg', 'alpha', 'trimap'):
-            setattr(self, k, batch[k].to(self.device))
-        self.unknown = self.trimap == 0.5
-
-    def forward(self):
-        x = torch.cat([(self.image - self.mean) / self.std, self.trimap], 1)
-        self.pred = self.netG(x)
-        self.comp = self.pred * self.fg + (1 - self.pred) * self.bg
-
-    def optimize_parameters(self):
-        from models.losses import alpha_prediction_loss, composition_loss
-        self.forward()
-        for p in self.netD.parameters():
-            p.requires_grad_(False)
-        self.optimizer_G.zero_grad(set_to_none=True)
-        fake = torch.cat([self.comp * 2 - 1, self.trimap * 2 - 1], 1)
-        loss_G = (alpha_prediction_loss(self.pred, self.alpha, self.unknown)
-                  + composition_loss(self.pred, self.fg, self.bg, self.image, self.unknown)
-                  + self.criterionGAN(self.netD(fake), True, for_discriminator=False))
-        loss_G.backward()
-        self.optimizer_G.step()
-        for p in self.netD.parameters():
-            p.requires_grad_(True)
-        self.optimizer_D.zero_grad(set_to_none=True)
-        real = torch.cat([self.image * 2 - 1, self.trimap * 2 - 1], 1)
-        loss_D = (self.criterionGAN(self.netD(real), True) + self.criterionGAN(self.netD(fake.detach()), False)) * 0.5
-        loss_D.backward()
-        self.optimizer_D.step()
-
-    def test(self):
-        with torch.no_grad():
-            self.forward()
+    return stepper, model, batch, batch
 
 
 def build_alphagan(args, device, tmp):
-    """(stepper, nets, via, train_batch, test_batch). Uses models/alphagan_model.py when present."""
-    if (ROOT / 'models' / 'alphagan_model.py').is_file():
-        from models import create_model
-        argv = ['--model', 'alphagan', '--dataroot', 'synthetic', '--name', 'benchmark', '--checkpoints_dir', tmp,
-                '--gpu_ids', '0' if device.type == 'cuda' else '-1', '--num_threads', '0',
-                '--crop_size', str(args.crop_size), '--load_size', str(args.crop_size),
-                '--ndf', str(args.ndf), '--batch_size', str(args.batch_size), '--seed', str(args.seed)]
-        opt, via = train_options(argv, args)
-        with _quiet():
-            model = create_model(opt)
-            model.setup(opt)
-        stepper, nets, impl = model, [net for _, net in model.nets()], 'model'
-    else:
-        via = {'amp': 'benchmark' if args.amp != 'none' else None,
-               'channels_last': 'benchmark' if args.channels_last else None, 'compile': None}
-        if args.compile:
-            raise SystemExit('--compile: needs models/alphagan_model.py and the training options\' --compile')
-        stepper = DirectAlphaGAN(args.ndf, device)
-        nets, impl = [stepper.netG, stepper.netD], 'direct'
-    train_batch = synthetic_matting_batch(args.batch_size, args.crop_size, args.seed)
-    test_batch = synthetic_matting_batch(args.batch_size, args.test_size, args.seed)
-    return stepper, nets, via, impl, train_batch, test_batch
+    """(model, model, train batch, test batch) for models/alphagan_model.py."""
+    from models import create_model
+    if not (ROOT / 'models' / 'alphagan_model.py').is_file():
+        raise SystemExit('--model alphagan: models/alphagan_model.py does not exist in this tree')
+    argv = ['--model', 'alphagan', '--dataroot', 'synthetic', '--name', 'benchmark', '--checkpoints_dir', tmp,
+            '--gpu_ids', '0' if device.type == 'cuda' else '-1', '--num_threads', '0',
+            '--crop_size', str(args.crop_size), '--load_size', str(args.crop_size),
+            '--ndf', str(args.ndf), '--batch_size', str(args.batch_size), '--seed', str(args.seed)]
+    with _quiet():
+        model = create_model(train_options(argv, args))
+        model.setup(model.opt)
+
+    def batch(size):
+        b = synthetic_matting_batch(args.batch_size, size, args.seed)
+        b['path'] = [f'synthetic_{i}.png' for i in range(args.batch_size)]
+        return b
+    return model, model, batch(args.crop_size), batch(args.test_size)
 
 
-def _alphagan_model_batch(model, batch):
-    """Map the synthetic matting batch onto the keys alphagan_model.set_input reads (best effort)."""
-    out = dict(batch)
-    out.setdefault('A_paths', ['x.png'] * batch['image'].shape[0])
-    return out
+def first_conv(model):
+    """The first Conv2d of the model's first network (unwrapped from compile / parallel wrappers)."""
+    from models.base_model import unwrap
+    net = unwrap(model.nets()[0][1])
+    return next((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
 
 
 # ----------------------------------------------------------------------------- one configuration
@@ -383,64 +316,44 @@ def run_one(args):
     device = torch.device('cuda:0' if args.device == 'cuda' else 'cpu')
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.model == 'insta_gan':
-            stepper, model, nets, opt, via, batch = build_insta_gan(args, device, tmp)
-            test_batch, impl_detail = batch, args.impl
-        else:
-            stepper, nets, via, impl_detail, batch, test_batch = build_alphagan(args, device, tmp)
-            model = stepper
-        if via['channels_last'] == 'benchmark':
-            for net in nets:
-                net.to(memory_format=torch.channels_last)
-        amp_ctx = contextlib.nullcontext
-        if via['amp'] == 'benchmark':
-            dtype = torch.bfloat16 if args.amp == 'bf16' else torch.float16
-
-            def amp_ctx():
-                return torch.autocast(device_type=device.type, dtype=dtype)
-
-        def train_step():
-            with amp_ctx():
-                stepper.optimize_parameters()
-
-        def test_step():
-            with amp_ctx():
-                stepper.test()
-
+        build = build_insta_gan if args.model == 'insta_gan' else build_alphagan
+        stepper, model, batch, test_batch = build(args, device, tmp)
+        dtypes = []
+        conv = first_conv(model)
+        if conv is not None:
+            conv.register_forward_hook(lambda m, i, o: dtypes.append(str(o.dtype).replace('torch.', '')))
         meter = Meter(device)
         record = {'model': args.model, 'impl': args.impl, 'device': str(device),
                   'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor()
                   or platform.machine(),
                   'threads': torch.get_num_threads(), 'torch': torch.__version__,
                   'loadavg_1_5_15': [round(v, 2) for v in load_before]}
-        if args.model == 'alphagan':
-            record['alphagan_impl'] = impl_detail
         if args.phase in ('both', 'test'):
-            for net in nets:
-                net.eval()
-            stepper.set_input(test_batch if args.model == 'insta_gan' or impl_detail == 'direct'
-                              else _alphagan_model_batch(model, test_batch))
+            model.eval()
+            stepper.set_input(test_batch)
+            if args.model == 'alphagan':
+                model.gt_alpha = None          # no metrics in the timed inference
             mem = {}
             with meter.phase(mem):
-                t = time_calls(test_step, args.iters, max(1, args.warmup), meter.sync)
+                t = time_calls(stepper.test, args.iters, max(1, args.warmup), meter.sync)
             med = t['med']
             record.update(test_s_per_iter=med, test_s_per_iter_min=t['min'], test_cpu_s_per_iter=t['cpu_med'],
                           test_images_per_s=args.batch_size / med,
-                          test_peak_mem_mb=round(mem['peak_mem_mb'], 1), test_peak_mem_exact=mem['exact'])
+                          test_peak_mem_mb=round(mem['peak_mem_mb'], 1), test_peak_mem_exact=mem['exact'],
+                          test_conv_dtype=dtypes[-1] if dtypes else None)
             if args.model == 'alphagan':
                 record['test_s_per_megapixel'] = med / (args.batch_size * args.test_size ** 2 / 1e6)
-            for net in nets:
-                net.train()
+            model.train()
         if args.phase in ('both', 'train'):
-            stepper.set_input(batch if args.model == 'insta_gan' or impl_detail == 'direct'
-                              else _alphagan_model_batch(model, batch))
+            stepper.set_input(batch)
             mem = {}
             with meter.phase(mem):
-                t = time_calls(train_step, args.iters, args.warmup, meter.sync)
+                t = time_calls(stepper.optimize_parameters, args.iters, args.warmup, meter.sync)
             med = t['med']
             record.update(s_per_iter=med, s_per_iter_min=t['min'], s_per_iter_all=[round(v, 4) for v in t['all']],
                           cpu_s_per_iter=t['cpu_med'], samples_per_s=args.batch_size / med,
-                          peak_mem_mb=round(mem['peak_mem_mb'], 1), peak_mem_exact=mem['exact'])
+                          peak_mem_mb=round(mem['peak_mem_mb'], 1), peak_mem_exact=mem['exact'],
+                          train_conv_dtype=dtypes[-1] if dtypes else None)
     record['peak_rss_mb'] = round(_maxrss_mb(), 1)
     record['loadavg_after'] = [round(v, 2) for v in os.getloadavg()]
     record['options'] = {k: getattr(args, k) for k in (
@@ -449,9 +362,6 @@ def run_one(args):
     if args.model == 'alphagan':
         for k in ('ngf', 'ins_max', 'ins_per', 'n_instances'):
             record['options'].pop(k)
-    record['amp_via'], record['channels_last_via'] = via['amp'], via['channels_last']
-    if via['amp'] == 'benchmark' and args.amp == 'fp16':
-        record['note'] = 'fp16 autocast applied by the benchmark without a gradient scaler'
     return record
 
 

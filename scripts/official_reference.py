@@ -107,7 +107,8 @@ class OfficialStructureInstaGAN:
     """The official training / test step structure around one of our ``InstaGANModel``s.
 
     Uses ``model``'s networks (wrapped per slot), optimizers, GAN / L1 criteria, image pools,
-    loss weights and ``set_input`` (ours; its mask selection is the official one). Call
+    loss weights, autocast and GradScalers (``--amp``) and ``set_input`` (ours; its mask
+    selection is the official one). Call
     ``set_input`` then ``optimize_parameters`` or ``test``, as with the model. Batch size 1 only.
     """
 
@@ -170,40 +171,60 @@ class OfficialStructureInstaGAN:
             self.fake_A_seg_list.append(b['fake'][:, 3:].detach())
 
     # ------------------------------------------------------------------ steps
+    def _backward(self, loss, optimizer):
+        """loss.backward(), scaled by the model's GradScaler of ``optimizer`` under --amp fp16."""
+        scaler = self.model.scaler_for(optimizer) if hasattr(self.model, 'scaler_for') else None
+        (scaler.scale(loss) if scaler is not None and scaler.is_enabled() else loss).backward()
+
+    def _step(self, optimizer):
+        """optimizer.step() (through the GradScaler under --amp fp16); no finiteness check, as the
+        official code."""
+        scaler = self.model.scaler_for(optimizer) if hasattr(self.model, 'scaler_for') else None
+        if scaler is not None and scaler.is_enabled():
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+
     def optimize_parameters(self):
-        """Per pass: forward (4 generator calls), G losses (+2 identity calls), G step, D step."""
+        """Per pass: forward (4 generator calls), G losses (+2 identity calls), G step, D step.
+        Forward and losses run under the model's autocast (``--amp``)."""
         m, o = self.model, self.opt
         self._start()
         for i in range(self.n_passes):
-            a = self._side(i, m.real_A_segs, self.cur_A_img, self.G_A, self.G_B, self.fake_B_seg_list)
-            b = self._side(i, m.real_B_segs, self.cur_B_img, self.G_B, self.G_A, self.fake_A_seg_list)
+            with m.autocast():
+                a = self._side(i, m.real_A_segs, self.cur_A_img, self.G_A, self.G_B, self.fake_B_seg_list)
+                b = self._side(i, m.real_B_segs, self.cur_B_img, self.G_B, self.G_A, self.fake_A_seg_list)
             if a is None and b is None:
                 self._carry(a, b)
                 continue
             m.set_requires_grad([m.netD_A, m.netD_B], False)
             m.optimizer_G.zero_grad(set_to_none=True)
             loss_G = 0
-            if a is not None:
-                loss_G = loss_G + self._generator_loss(a, self.D_A, self.G_B, o.lambda_A)
-            if b is not None:
-                loss_G = loss_G + self._generator_loss(b, self.D_B, self.G_A, o.lambda_B)
-            loss_G.backward()
-            m.optimizer_G.step()
+            with m.autocast():
+                if a is not None:
+                    loss_G = loss_G + self._generator_loss(a, self.D_A, self.G_B, o.lambda_A)
+                if b is not None:
+                    loss_G = loss_G + self._generator_loss(b, self.D_B, self.G_A, o.lambda_B)
+            self._backward(loss_G, m.optimizer_G)
+            self._step(m.optimizer_G)
             m.set_requires_grad([m.netD_A, m.netD_B], True)
             m.optimizer_D.zero_grad(set_to_none=True)
-            if a is not None:
-                self._discriminator_loss(self.D_A, m.real_B, a['fake_mul'], m.image_pools['fake_B']).backward()
-            if b is not None:
-                self._discriminator_loss(self.D_B, m.real_A, b['fake_mul'], m.image_pools['fake_A']).backward()
-            m.optimizer_D.step()
+            for side, D, real, pool in ((a, self.D_A, m.real_B, m.image_pools['fake_B']),
+                                        (b, self.D_B, m.real_A, m.image_pools['fake_A'])):
+                if side is not None:
+                    with m.autocast():
+                        loss_D = self._discriminator_loss(D, real, side['fake_mul'], pool)
+                    self._backward(loss_D, m.optimizer_D)
+            self._step(m.optimizer_D)
             self._carry(a, b)
 
     def test(self):
         """Test-time sequential translation: per pass G_A(real_A), G_B(fake_B), G_B(real_B),
-        G_A(fake_A) as separate calls, without gradients. Sets ``fake_B_img`` / ``fake_A_img``
-        (the last pass's translated images, (1, 3, H, W) in [-1, 1])."""
+        G_A(fake_A) as separate calls, without gradients (under the model's autocast). Sets
+        ``fake_B_img`` / ``fake_A_img`` (the last pass's translated images, (1, 3, H, W) in [-1, 1])."""
         m = self.model
-        with torch.no_grad():
+        with torch.no_grad(), m.autocast():
             self._start()
             for i in range(self.n_passes):
                 a = self._side(i, m.real_A_segs, self.cur_A_img, self.G_A, self.G_B, self.fake_B_seg_list)

@@ -31,8 +31,6 @@ COCO_CATEGORIES = (
     'tv', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone', 'microwave', 'oven', 'toaster', 'sink',
     'refrigerator', 'N/A', 'book', 'clock', 'vase', 'scissors', 'teddy bear', 'hair drier', 'toothbrush')
 
-MODEL_PATH_HINT = ('pass a local copy of the weights with --mask_model_path (e.g. {url}, downloaded on a machine '
-                   'with internet access)')
 
 
 def category_ids(names, num_classes=len(COCO_CATEGORIES)):
@@ -133,17 +131,18 @@ def load_state_dict_file(path):
     """A Mask R-CNN state dict from ``path`` (``torch.load(weights_only=True)``; a ``{'model': ...}``
     training checkpoint and DataParallel ``module.`` prefixes are accepted); UserInputError naming it."""
     if not os.path.isfile(path):
-        raise UserInputError(f"--mask_model_path '{path}' does not exist; pass the file of a torchvision Mask R-CNN "
-                             f"state dict (e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth).")
+        raise UserInputError(f"Mask R-CNN weights file '{path}' does not exist; pass the file of a torchvision "
+                             f"Mask R-CNN state dict (e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth).")
     try:
         sd = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling, zip and I/O errors all mean a bad file
-        raise UserInputError(f"Cannot read --mask_model_path '{path}' as a PyTorch state dict ({type(e).__name__}: "
-                             f"{e}); pass a file saved with torch.save(model.state_dict(), path).") from None
+        raise UserInputError(f"Cannot read the Mask R-CNN weights file '{path}' as a PyTorch state dict "
+                             f"({type(e).__name__}: {e}); pass a file saved with torch.save(model.state_dict(), "
+                             f"path).") from None
     if isinstance(sd, dict) and isinstance(sd.get('model'), dict):
         sd = sd['model']
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
-        raise UserInputError(f"--mask_model_path '{path}' does not hold a state dict (a dict of tensors); pass a "
+        raise UserInputError(f"Mask R-CNN weights file '{path}' does not hold a state dict (a dict of tensors); pass a "
                              f"file saved with torch.save(model.state_dict(), path).")
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
 
@@ -168,22 +167,22 @@ class MaskDetector:
             categories = [c for c in categories.split(',') if c.strip()]
         self.score_thresh, self.min_area, self.mask_thresh = score_thresh, min_area, mask_thresh
         self.max_instances, self.device = max_instances, torch.device(device)
-        if model_path is not None:
-            sd = load_state_dict_file(model_path)
-            v2 = not any(k.startswith('roi_heads.box_head.fc6.') for k in sd)
-            cls = sd.get('roi_heads.box_predictor.cls_score.weight')
-            num_classes = cls.shape[0] if cls is not None else len(COCO_CATEGORIES)
-            source = f"--mask_model_path '{model_path}'"
-        else:
-            v2, num_classes, source = False, len(COCO_CATEGORIES), None
         self.categories = list(categories)
+        if model_path is None:
+            category_ids(self.categories)  # unknown names fail before the download
+            sd = self._download_weights(detection.MaskRCNN_ResNet50_FPN_Weights.DEFAULT)
+            source = 'the downloaded COCO weights'
+        else:
+            sd = load_state_dict_file(model_path)
+            source = f"Mask R-CNN weights file '{model_path}'"
+        # the v1 box head has fc6/fc7 layers, v2 a conv stack; the class count is that of the box predictor
+        v2 = not any(k.startswith('roi_heads.box_head.fc6.') for k in sd)
+        cls = sd.get('roi_heads.box_predictor.cls_score.weight')
+        num_classes = cls.shape[0] if cls is not None else len(COCO_CATEGORIES)
         self.label_ids = category_ids(self.categories, num_classes)
         build = detection.maskrcnn_resnet50_fpn_v2 if v2 else detection.maskrcnn_resnet50_fpn
         model = build(weights=None, weights_backbone=None, num_classes=num_classes, min_size=min_size,
                       max_size=max_size, box_score_thresh=score_thresh, **model_kwargs)
-        if model_path is None:
-            sd = self._download_weights(detection.MaskRCNN_ResNet50_FPN_Weights.DEFAULT)
-            source = 'the downloaded COCO weights'
         self._load(model, sd, source)
         model.roi_heads.postprocess_detections = _restrict_labels(model.roi_heads.postprocess_detections,
                                                                   self.label_ids)
@@ -194,9 +193,11 @@ class MaskDetector:
         try:
             return weights.get_state_dict(progress=False, check_hash=True)
         except Exception as e:  # noqa: BLE001 - URLError, HTTPError, hash mismatch, disk full...
+            cache = os.path.join(torch.hub.get_dir(), 'checkpoints')
             raise UserInputError(f"Could not download the Mask R-CNN COCO weights from {weights.url} "
-                                 f"({type(e).__name__}: {e}); " + MODEL_PATH_HINT.format(url=weights.url) +
-                                 '.') from None
+                                 f"({type(e).__name__}: {e}). Download that file on a machine with internet "
+                                 f"access and pass it with --mask_model_path (datasets/make_auto_masks.py: "
+                                 f"--model_path), or put it in torch's cache folder '{cache}'.") from None
 
     @staticmethod
     def _load(model, sd, source):
@@ -231,8 +232,7 @@ class MaskDetector:
             image = np.asarray(image)
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f'expected a uint8 RGB array (H, W, 3), got {image.dtype} {image.shape}')
-            tensors.append(torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)
-                           .float().div_(255))
+            tensors.append(torch.tensor(image, device=self.device).permute(2, 0, 1).float().div_(255))
         outputs = self.model(tensors) if tensors else []
         min_px = [min_area_pixels(self.min_area, im.shape[:2]) for im in images]
         return [select_instances(out, ids, self.score_thresh, px, self.mask_thresh, self.max_instances)

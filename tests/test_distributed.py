@@ -1,0 +1,230 @@
+"""Multi-process training (torchrun / gloo on CPU): every rank ends with the same weights, equal to
+one process training on the same global batch; ranks read disjoint shards; only rank 0 writes.
+
+The equality runs in float64: Adam's first update is ``lr * sign(g)``, so in float32 a weight whose
+gradient is below the float noise (e.g. a conv bias right before instance norm, whose gradient is
+zero in exact arithmetic) may step the other way, and the next steps spread that difference. In
+float64 that noise is far below every real gradient, so the comparison can be tight.
+"""
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY = ['--ngf', '4', '--ndf', '4', '--load_size', '32', '--crop_size', '32', '--no_flip', '--serial_batches',
+        '--gpu_ids', '-1', '--num_threads', '0', '--seed', '0', '--n_epochs', '1', '--n_epochs_decay', '0',
+        '--max_iters_per_epoch', '3', '--print_freq', '1000', '--display_freq', '1000', '--no_html']
+RUNS = {
+    'cycle_gan': ['--model', 'cycle_gan', '--netG', 'resnet_6blocks'],
+    'insta_gan': ['--model', 'insta_gan', '--ins_max', '2', '--ins_per', '2'],
+}
+
+
+def run_argv(root, ck, name, run, world):
+    return ['--dataroot', root, '--checkpoints_dir', ck, '--name', name, *TINY, *RUNS[run],
+            '--batch_size', str(2 // world)]
+
+
+def float64_batches():
+    """Make networks (default dtype) and every loaded batch float64 (see the module docstring)."""
+    import data
+    torch.set_default_dtype(torch.float64)
+    loader_iter = data.CustomDatasetDataLoader.__iter__
+
+    def iter64(self):
+        for batch in loader_iter(self):
+            yield {k: v.double() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
+    data.CustomDatasetDataLoader.__iter__ = iter64
+
+
+def train_and_record(argv, direct_steps=False):
+    """Train; return (final state dicts, the A image paths of each batch, the initial state dicts)."""
+    import train
+    from models.base_model import BaseModel, unwrap
+    from options.train_options import TrainOptions
+    from util import distributed
+    seen, initial = [], {}
+    opt = distributed.init_distributed(TrainOptions(argv).parse())
+    if direct_steps:   # a model that calls optimizer.step() itself (the gradient pre-hook path)
+        BaseModel.step = lambda self, optimizer, losses=None: optimizer.step()
+    from models import find_model_using_name
+    cls = find_model_using_name(opt.model)
+    original = cls.set_input
+
+    def spy(self, batch):
+        if not seen:
+            initial.update({n: {k: v.clone() for k, v in unwrap(net).state_dict().items()} for n, net in self.nets()})
+        seen.append(list(batch['A_paths']))
+        return original(self, batch)
+    cls.set_input = spy
+    try:
+        model = train.train(opt)
+    finally:
+        cls.set_input = original
+    final = {n: {k: v.clone() for k, v in unwrap(net).state_dict().items()} for n, net in model.nets()}
+    return final, seen, initial
+
+
+def rank_worker(rank, port, root, ck, out):
+    """One rank: the two models, the direct-step variant, and small checks of the helpers."""
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',
+                      MASTER_PORT=str(port))
+    float64_batches()
+    from models.base_model import BaseModel
+    from util import distributed
+    from util.errors import UserInputError
+    result = {}
+    for run in RUNS:
+        result[run] = train_and_record(run_argv(root, ck, f'{run}_w2', run, 2))
+    step = BaseModel.step
+    try:
+        result['direct'] = train_and_record(run_argv(root, ck, 'direct_w2', 'cycle_gan', 2), direct_steps=True)
+    finally:
+        BaseModel.step = step
+    # --norm sync_batch needs GPUs: a clear error on CPU
+    try:
+        train_and_record(run_argv(root, ck, 'sync', 'cycle_gan', 2) + ['--norm', 'sync_batch'])
+        result['sync_batch'] = None
+    except UserInputError as e:
+        result['sync_batch'] = str(e)
+    # BatchNorm running statistics are averaged over the ranks
+    bn = torch.nn.BatchNorm2d(2)
+    bn.running_mean.fill_(float(rank))
+    distributed.average_batchnorm_stats(bn)
+    result['bn_mean'] = bn.running_mean.clone()
+    torch.save(result, os.path.join(out, f'rank{rank}.pth'))
+    distributed.cleanup()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def runs(shapes_root, tmp_path_factory):
+    """Two gloo ranks (forked from this process: no second import of torch) and one process."""
+    import torch.multiprocessing as mp
+    tmp = tmp_path_factory.mktemp('ddp')
+    ck = str(tmp / 'ck')
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    torch.set_num_threads(1)
+    try:
+        mp.start_processes(rank_worker, args=(free_port(), shapes_root, ck, str(tmp)), nprocs=2,
+                           start_method='fork')
+        ranks = [torch.load(tmp / f'rank{r}.pth', weights_only=False) for r in range(2)]
+        import data
+        loader_iter = data.CustomDatasetDataLoader.__iter__
+        float64_batches()
+        try:
+            single = {run: train_and_record(run_argv(shapes_root, ck, f'{run}_w1', run, 1)) for run in RUNS}
+        finally:
+            data.CustomDatasetDataLoader.__iter__ = loader_iter
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(dtype)
+    return ranks, single, ck
+
+
+def assert_same_weights(a, b, atol):
+    assert a.keys() == b.keys()
+    for net in a:
+        for k in a[net]:
+            diff = (a[net][k] - b[net][k]).abs().max()
+            assert torch.allclose(a[net][k], b[net][k], rtol=0, atol=atol), (net, k, diff)
+
+
+@pytest.mark.parametrize('run', list(RUNS))
+def test_two_ranks_end_with_the_weights_of_one_process_on_the_global_batch(runs, run):
+    ranks, single, _ = runs
+    (w0, seen0, start0), (w1, seen1, _) = ranks[0][run], ranks[1][run]
+    w_single, seen_single, start_single = single[run]
+    # the ranks read different samples, which together are the single process's batches
+    assert len(seen0) == len(seen1) == len(seen_single) == 3
+    for a, b, both in zip(seen0, seen1, seen_single):
+        assert a != b and sorted(a + b) == sorted(both)
+    for net in w0:     # identical on both ranks, bit for bit
+        assert all(torch.equal(w0[net][k], w1[net][k]) for k in w0[net]), net
+    assert_same_weights(start0, start_single, atol=0)   # rank 0's initial weights, broadcast
+    assert_same_weights(w0, w_single, atol=1e-7)
+    for net in w0:    # and training moved every network well beyond that tolerance
+        assert max((w0[net][k] - start0[net][k]).abs().max() for k in w0[net]) > 1e-4, net
+
+
+def test_models_that_call_optimizer_step_themselves_are_averaged_too(runs):
+    """The optimizer pre-hook averages gradients when a model bypasses BaseModel.step."""
+    ranks, single, _ = runs
+    w0, w1 = ranks[0]['direct'][0], ranks[1]['direct'][0]
+    for net in w0:
+        assert all(torch.equal(w0[net][k], w1[net][k]) for k in w0[net]), net
+    assert_same_weights(w0, single['cycle_gan'][0], atol=1e-7)
+
+
+def test_only_rank_0_writes_checkpoints_and_logs(runs):
+    _, _, ck = runs
+    folder = os.path.join(ck, 'cycle_gan_w2')
+    assert os.path.isfile(os.path.join(folder, 'latest_net_G_A.pth'))
+    assert os.path.isfile(os.path.join(folder, 'latest_train_state.pth'))
+    state = torch.load(os.path.join(folder, 'latest_train_state.pth'), weights_only=True)
+    assert state['world_size'] == 2 and len(state['ranks']) == 1    # rank 1's RNG and pools gathered
+    assert not torch.equal(state['rng']['torch'], state['ranks'][0]['rng']['torch'])
+    log = open(os.path.join(folder, 'loss_log.txt')).read()
+    assert log.count('End of epoch') <= 1
+
+
+def test_sync_batch_norm_on_cpu_is_refused_with_a_clear_error(runs):
+    ranks, _, _ = runs
+    for r in ranks:
+        message = r['sync_batch']
+        assert message is not None and '--norm sync_batch' in message and '--norm batch' in message
+
+
+def test_batchnorm_running_statistics_are_averaged_over_ranks(runs):
+    ranks, _, _ = runs
+    assert torch.equal(ranks[0]['bn_mean'], torch.full((2,), 0.5))
+    assert torch.equal(ranks[1]['bn_mean'], torch.full((2,), 0.5))
+
+
+def test_epoch_sampler_deals_disjoint_shards_and_resumes_mid_epoch():
+    from data import EpochSampler
+    data = list(range(10))
+    shards = []
+    for rank in range(2):
+        s = EpochSampler(data, 2, rank, shuffle=True, seed=3)
+        s.set_epoch(4)
+        shards.append(list(s))
+    assert sorted(shards[0] + shards[1]) == data and not set(shards[0]) & set(shards[1])
+    s = EpochSampler(data, 2, 0, shuffle=True, seed=3)
+    s.set_epoch(4, start=2)
+    assert list(s) == shards[0][2:] and len(s) == 3
+    s.set_epoch(5)
+    assert list(s) != shards[0]          # another epoch, another order
+    s = EpochSampler(data, 1, 0, shuffle=False, seed=3)
+    s.set_epoch(7)
+    assert list(s) == data               # --serial_batches, one process: the plain order
+
+
+@pytest.mark.slow
+def test_torchrun_command_trains_insta_gan_and_only_rank_0_prints(shapes_root, tmp_path):
+    ck = str(tmp_path / 'ck')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+           '--dataroot', shapes_root, '--checkpoints_dir', ck, '--name', 'tr', '--model', 'insta_gan',
+           '--ngf', '4', '--ndf', '4', '--load_size', '36', '--crop_size', '32', '--gpu_ids', '-1',
+           '--num_threads', '0', '--seed', '0', '--n_epochs', '1', '--n_epochs_decay', '0',
+           '--max_iters_per_epoch', '2', '--print_freq', '1', '--display_freq', '1']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('End of epoch 1 / 1') == 1
+    assert proc.stdout.count('Networks initialized') == 1
+    assert os.path.isfile(os.path.join(ck, 'tr', 'latest_net_G_A.pth'))
+    assert os.path.isfile(os.path.join(ck, 'tr', 'web', 'index.html'))
+    state = torch.load(os.path.join(ck, 'tr', 'latest_train_state.pth'), weights_only=True)
+    assert state['world_size'] == 2 and state['total_iters'] == 4     # 2 iterations x 2 ranks x batch 1
