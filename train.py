@@ -77,6 +77,9 @@ def train(opt):
     and at each epoch's end) and ``<epoch>`` checkpoints; every rank calls the saves, rank 0 writes."""
     from util.visualizer import Visualizer
     main_rank = distributed.is_main(opt)
+    if len(opt.gpu_ids) > 1 and opt.world_size == 1:
+        print(f'note: one process trains on cuda:{opt.gpu_ids[0]} only; for {len(opt.gpu_ids)} GPUs run '
+              f'torchrun --nproc_per_node={len(opt.gpu_ids)} train.py ...', flush=True)
     if opt.seed is not None:
         distributed.seed_everything(opt.seed + opt.rank, opt.deterministic)
     elif opt.deterministic:

@@ -129,7 +129,8 @@ class BaseOptions:
     # ------------------------------------------------------------------ parsing
     def gather_options(self):
         """Base options, then the model's and the dataset mode's hooks, then parse."""
-        parser = ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        # --help only once every hook has added its options, so that it lists them all
+        parser = ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=False)
         parser = self.initialize(parser)
         opt, _ = parser.parse_known_args(self.argv)
         model_option_setter = models.get_option_setter(opt.model, parser)
@@ -137,6 +138,7 @@ class BaseOptions:
         opt, _ = parser.parse_known_args(self.argv)  # the model may change dataset_mode's default
         dataset_option_setter = data.get_option_setter(opt.dataset_mode, parser)
         parser = dataset_option_setter(parser, self.isTrain)
+        parser.add_argument('-h', '--help', action='help', help='show this help message and exit')
         self.parser = parser
         return parser.parse_args(self.argv)
 

@@ -52,9 +52,10 @@ def build_parser():
                    help="test with batch norm's running statistics (test.py --eval) instead of the "
                         "image's own statistics, as in training at batch size 1")
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=int, default=0,
-                   help='torch CPU threads (0: torch default). On a machine shared with other jobs, 1 '
-                        'avoids threads waiting on each other and can be several times faster')
+    p.add_argument('--threads', type=int, default=1,
+                   help='torch CPU threads (0: torch default, one per core). 1 by default: on a machine '
+                        'shared with other jobs, threads that wait on each other made a training step 5-10x '
+                        'slower with 2 threads than with 1; on an idle multi-core machine more are faster')
     return p
 
 
@@ -77,12 +78,13 @@ def test_args(a):
             + (['--eval'] if a.eval else []))
 
 
-def collect_alphas(image_dir, out_dir):
-    """Copy ``<stem>_alpha.png`` from test.py's image folder to ``out_dir/<stem>.png``; return the count."""
+def collect_alphas(image_dir, stems, out_dir):
+    """Copy test.py's ``<stem>_alpha.png`` for each stem to ``out_dir/<stem>.png``; return the count."""
     n = 0
-    for f in sorted(os.listdir(image_dir)):
-        if f.endswith('_alpha.png'):
-            shutil.copyfile(os.path.join(image_dir, f), os.path.join(out_dir, f[:-len('_alpha.png')] + '.png'))
+    for stem in stems:
+        src = os.path.join(image_dir, f'{stem}_alpha.png')
+        if os.path.isfile(src):
+            shutil.copyfile(src, os.path.join(out_dir, f'{stem}.png'))
             n += 1
     return n
 
@@ -109,7 +111,8 @@ def main(argv=None):
         web_dir = os.path.join(a.results_dir, a.name, 'test_latest')
         test_root = os.path.join(a.dataroot, 'test')
         with tempfile.TemporaryDirectory() as pred_dir:
-            if collect_alphas(os.path.join(web_dir, 'images'), pred_dir) == 0:
+            stems = [os.path.splitext(f)[0] for f in os.listdir(os.path.join(test_root, 'merged'))]
+            if collect_alphas(os.path.join(web_dir, 'images'), stems, pred_dir) == 0:
                 raise UserInputError(f'test.py wrote no *_alpha.png in {web_dir}/images')
             result = evaluate_dirs(pred_dir, os.path.join(test_root, 'alpha'), os.path.join(test_root, 'trimaps'),
                                    baselines=['half'])

@@ -3,11 +3,16 @@ import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 SHARED = os.path.join(os.path.dirname(ROOT), 'shared')
+
+# The tests use tiny tensors: one thread avoids thread-pool overhead that dominates at this size
+# (a tiny training step: 0.1-0.2 s with 1 thread, 1-12 s with 2 on a busy 2-core machine).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope='session')

@@ -19,45 +19,14 @@ import io
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 
 import torch
 
 from util.errors import UserInputError
+from util.util import fsync_dir, write_temp
 
 _TEMP = re.compile(r'^\..+\.tmp$')
-
-
-def _fsync_dir(folder):
-    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_temp(path, data):
-    """Write bytes to a synced temporary file beside ``path``; return its name."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return tmp
 
 
 def serialize(obj):
@@ -85,7 +54,7 @@ def save_group(items):
             path = os.fspath(path)
             data = bytes(obj) if isinstance(obj, (bytes, bytearray)) else serialize(obj)
             digests[path] = hashlib.sha256(data).hexdigest()
-            staged.append((_write_temp(path, data), path))
+            staged.append((write_temp(path, lambda f, data=data: f.write(data)), path))
         for tmp, path in staged:
             os.replace(tmp, path)
     except BaseException:
@@ -94,7 +63,7 @@ def save_group(items):
                 os.remove(tmp)
         raise
     for folder in {os.path.dirname(os.path.abspath(p)) for _, p in staged}:
-        _fsync_dir(folder)
+        fsync_dir(folder)
     return digests
 
 

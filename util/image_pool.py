@@ -24,6 +24,9 @@ class ImagePool:
         out = []
         for image in images.detach():
             image = image.unsqueeze(0)
+            if not torch.isfinite(image).all():
+                out.append(image)   # a non-finite fake (a step skipped by --nan_policy) is never stored
+                continue
             if len(self.images) < self.pool_size:
                 self.images.append(image.clone())
                 out.append(image)

@@ -29,11 +29,23 @@ def tensor2im(t, value_range=(-1.0, 1.0)):
     return arr
 
 
-def atomic_write(path, write_fn, mode='wb'):
-    """Write ``path`` atomically: ``write_fn(f)`` writes into a temporary file in the same folder,
-    which is flushed, fsynced and moved over ``path`` with ``os.replace``. A crash leaves either the
-    old file or the new one, never a partial file."""
-    path = os.fspath(path)
+def fsync_dir(folder):
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_temp(path, write_fn, mode='wb'):
+    """``write_fn(f)`` into a flushed and fsynced temporary file ``.<name>.<random>.tmp`` beside
+    ``path``; returns the temporary file's name (removed again if writing fails)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
@@ -42,11 +54,26 @@ def atomic_write(path, write_fn, mode='wb'):
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path, write_fn, mode='wb'):
+    """Write ``path`` atomically: ``write_fn(f)`` writes into a temporary file in the same folder,
+    which is flushed, fsynced and moved over ``path`` with ``os.replace`` (the folder fsynced). A
+    crash leaves either the old file or the new one, never a partial file."""
+    path = os.fspath(path)
+    tmp = write_temp(path, write_fn, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def save_image(image_numpy, image_path, aspect_ratio=1.0):
