@@ -182,6 +182,11 @@ class BaseModel(ABC):
         return OrderedDict((name, float(_detached(getattr(self, 'loss_' + name)))) for name in self.loss_names
                            if hasattr(self, 'loss_' + name))
 
+    def make_adam(self, *nets):
+        """Adam over the parameters of ``nets`` with ``--lr``, ``--beta1``, ``--beta2``."""
+        params = [p for net in nets for p in net.parameters()]
+        return torch.optim.Adam(params, lr=self.opt.lr, betas=(self.opt.beta1, self.opt.beta2))
+
     def set_requires_grad(self, nets, requires_grad=False):
         if not isinstance(nets, (list, tuple)):
             nets = [nets]

@@ -1,5 +1,4 @@
 """CycleGAN (Zhu et al., ICCV 2017): unpaired translation with cycle consistency."""
-import itertools
 
 import torch
 
@@ -49,10 +48,8 @@ class CycleGANModel(BaseModel):
             self.criterionGAN = networks.GANLoss(opt.gan_mode).to(self.device)
             self.criterionCycle = torch.nn.L1Loss()
             self.criterionIdt = torch.nn.L1Loss()
-            self.optimizer_G = torch.optim.Adam(itertools.chain(self.netG_A.parameters(), self.netG_B.parameters()),
-                                                lr=opt.lr, betas=(opt.beta1, opt.beta2))
-            self.optimizer_D = torch.optim.Adam(itertools.chain(self.netD_A.parameters(), self.netD_B.parameters()),
-                                                lr=opt.lr, betas=(opt.beta1, opt.beta2))
+            self.optimizer_G = self.make_adam(self.netG_A, self.netG_B)
+            self.optimizer_D = self.make_adam(self.netD_A, self.netD_B)
             self.optimizers = [self.optimizer_G, self.optimizer_D]
 
     def set_input(self, input):

@@ -1,6 +1,5 @@
 """InstaGAN (Mo, Cho, Shin, ICLR 2019): instance-aware unpaired translation of an image together
 with its instance masks, trained with sequential mini-batch translation."""
-import itertools
 import math
 
 import torch
@@ -87,10 +86,8 @@ class InstaGANModel(BaseModel):
             self.criterionGAN = networks.GANLoss(opt.gan_mode).to(self.device)
             self.criterionCyc = torch.nn.L1Loss()
             self.criterionIdt = torch.nn.L1Loss()
-            self.optimizer_G = torch.optim.Adam(itertools.chain(self.netG_A.parameters(), self.netG_B.parameters()),
-                                                lr=opt.lr, betas=(opt.beta1, opt.beta2))
-            self.optimizer_D = torch.optim.Adam(itertools.chain(self.netD_A.parameters(), self.netD_B.parameters()),
-                                                lr=opt.lr, betas=(opt.beta1, opt.beta2))
+            self.optimizer_G = self.make_adam(self.netG_A, self.netG_B)
+            self.optimizer_D = self.make_adam(self.netD_A, self.netD_B)
             self.optimizers = [self.optimizer_G, self.optimizer_D]
 
     # ------------------------------------------------------------------ checkpoints
@@ -224,27 +221,31 @@ class InstaGANModel(BaseModel):
     def generator_losses(self, losses):
         """The G losses of the current pass's active samples, filled into ``losses`` (name -> tensor)."""
         p, o = self.p, self.opt
-        if len(p['ia']):
-            losses['G_A'] = self.criterionGAN(self.netD_A(p['fake_B_mul']), True, for_discriminator=False)
-            losses['cyc_A'] = self.criterionCyc(p['rec_A'], p['real_A_sng']) * o.lambda_A
-            if p['idt_B'] is not None:
-                losses['idt_B'] = self.criterionIdt(p['idt_B'], p['real_A_sng']) * o.lambda_A * o.lambda_idt
-            if o.lambda_ctx > 0:
-                n = p['real_A_sng'].shape[1] - 3
-                weight = (1 - merge_masks(torch.cat([p['real_A_sng'][:, 3:], p['fake_B'][:, 3:3 + n]], 1))) / 2
-                losses['ctx_A'] = weighted_l1(p['real_A_sng'][:, :3], p['fake_B'][:, :3], weight) \
-                    * o.lambda_A * o.lambda_ctx
+        if len(p['ia']):   # G_A: A -> B, judged by D_A; identity of G_B on A images (official naming)
+            losses.update(self.direction_losses(self.netD_A, p['fake_B_mul'], p['real_A_sng'], p['fake_B'],
+                                                p['rec_A'], p['idt_B'], o.lambda_A, ('G_A', 'cyc_A', 'idt_B', 'ctx_A')))
         if len(p['ib']):
-            losses['G_B'] = self.criterionGAN(self.netD_B(p['fake_A_mul']), True, for_discriminator=False)
-            losses['cyc_B'] = self.criterionCyc(p['rec_B'], p['real_B_sng']) * o.lambda_B
-            if p['idt_A'] is not None:
-                losses['idt_A'] = self.criterionIdt(p['idt_A'], p['real_B_sng']) * o.lambda_B * o.lambda_idt
-            if o.lambda_ctx > 0:
-                n = p['real_B_sng'].shape[1] - 3
-                weight = (1 - merge_masks(torch.cat([p['real_B_sng'][:, 3:], p['fake_A'][:, 3:3 + n]], 1))) / 2
-                losses['ctx_B'] = weighted_l1(p['real_B_sng'][:, :3], p['fake_A'][:, :3], weight) \
-                    * o.lambda_B * o.lambda_ctx
+            losses.update(self.direction_losses(self.netD_B, p['fake_A_mul'], p['real_B_sng'], p['fake_A'],
+                                                p['rec_B'], p['idt_A'], o.lambda_B, ('G_B', 'cyc_B', 'idt_A', 'ctx_B')))
         return losses
+
+    def direction_losses(self, netD, fake_mul, real, fake, rec, idt, lam, names):
+        """GAN, cycle, identity and context-preserving losses of one direction.
+
+        real / fake / rec / idt: (b, 3 + n, H, W) pass input, translation, reconstruction and identity
+        mapping (idt None: no identity loss); fake_mul: the translation with the masks of every pass
+        (what D sees). The context loss is L1 between real and translated image, weighted by the
+        background of both the real and the translated masks."""
+        o = self.opt
+        out = {names[0]: self.criterionGAN(netD(fake_mul), True, for_discriminator=False),
+               names[1]: self.criterionCyc(rec, real) * lam}
+        if idt is not None:
+            out[names[2]] = self.criterionIdt(idt, real) * lam * o.lambda_idt
+        if o.lambda_ctx > 0:
+            n = real.shape[1] - 3
+            weight = (1 - merge_masks(torch.cat([real[:, 3:], fake[:, 3:3 + n]], 1))) / 2
+            out[names[3]] = weighted_l1(real[:, :3], fake[:, :3], weight) * lam * o.lambda_ctx
+        return out
 
     def backward_D(self, netD, real, fake, pool):
         """(real -> 1, pooled fake -> 0) / 2 for one discriminator; backward."""

@@ -29,7 +29,7 @@ class TemplateModel(BaseModel):
                                       not opt.no_dropout, opt.init_type, opt.init_gain, self.device)
         if self.isTrain:
             self.criterionLoss = torch.nn.L1Loss()
-            self.optimizer = torch.optim.Adam(self.netG.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
+            self.optimizer = self.make_adam(self.netG)
             self.optimizers = [self.optimizer]
 
     def set_input(self, input):
