@@ -134,10 +134,12 @@ class AlphaGANModel(BaseModel):
         self.visual_names = ['image', 'trimap', 'alpha', 'composite', 'gt_alpha']
         self.visual_value_range = (0.0, 1.0)
         self.model_names = ['G', 'D'] if self.isTrain else ['G']
-        # At test time the weights come from the checkpoint: no pretrained download.
+        # Pretrained encoder weights only for a new training run: at test time and with
+        # --continue_train the checkpoint overwrites them anyway (and no download is needed).
+        fresh = self.isTrain and not opt.continue_train
         self.netG = networks.define_G(4, 1, opt.ngf, 'alphagan', opt.norm, False, opt.init_type, opt.init_gain,
-                                      self.device, pretrained=self.isTrain and opt.pretrained,
-                                      pretrained_path=opt.pretrained_path if self.isTrain else None)
+                                      self.device, pretrained=fresh and opt.pretrained,
+                                      pretrained_path=opt.pretrained_path if fresh else None)
         self.register_normalisation()
         self.metrics = {}        # image name -> {'SAD', 'MSE', 'Grad', 'Conn'} (test time, with ground truth)
         self.gt_alpha = None
@@ -203,10 +205,10 @@ class AlphaGANModel(BaseModel):
             self.fake_composite = composite(self.alpha, self.fg, self.bg)
 
     # ------------------------------------------------------------------ losses
-    def discriminate(self, image):
-        """D's patch logits for a composite (B, 3, H, W) in [0, 1] with the batch's trimap."""
+    def discriminate(self, d_input):
+        """D's patch logits (B, 1, h, w) for a ``discriminator_input`` (B, 4, H, W) in [-1, 1]."""
         with self.autocast():
-            return self.netD(discriminator_input(image, self.trimap))
+            return self.netD(d_input)
 
     def compute_G_losses(self):
         """Set ``loss_alpha``, ``loss_comp``, ``loss_G_GAN`` (and ``loss_lap``), weighted; return their sum.
@@ -214,8 +216,8 @@ class AlphaGANModel(BaseModel):
         opt = self.opt
         self.loss_alpha = alpha_prediction_loss(self.alpha, self.gt_alpha, self.unknown) * opt.lambda_alpha
         self.loss_comp = composition_loss(self.alpha, self.fg, self.bg, self.image, self.unknown) * opt.lambda_comp
-        self.loss_G_GAN = self.criterionGAN(self.discriminate(self.fake_composite), True,
-                                            for_discriminator=False) * opt.lambda_gan
+        fake = discriminator_input(self.fake_composite, self.trimap)
+        self.loss_G_GAN = self.criterionGAN(self.discriminate(fake), True, for_discriminator=False) * opt.lambda_gan
         total = self.loss_alpha + self.loss_comp + self.loss_G_GAN
         if opt.lambda_lap > 0:
             self.loss_lap = laplacian_loss(self.alpha, self.gt_alpha, self.unknown) * opt.lambda_lap
@@ -227,9 +229,11 @@ class AlphaGANModel(BaseModel):
         self.loss_G.backward()
 
     def backward_D(self):
-        """D: ground-truth composite -> real, composite of the (detached) prediction -> fake."""
-        fake = self.image_pools['fake'].query(self.fake_composite.detach())
-        loss_real = self.criterionGAN(self.discriminate(self.image), True)
+        """D: ground-truth composite -> real, composite of the (detached) prediction -> fake. With
+        ``--pool_size`` > 0 the pool keeps whole D inputs, so a past fake keeps its own trimap."""
+        real = discriminator_input(self.image, self.trimap)
+        fake = self.image_pools['fake'].query(discriminator_input(self.fake_composite.detach(), self.trimap))
+        loss_real = self.criterionGAN(self.discriminate(real), True)
         loss_fake = self.criterionGAN(self.discriminate(fake), False)
         self.loss_D = (loss_real + loss_fake) * 0.5
         self.loss_D.backward()

@@ -31,10 +31,16 @@ What is measured:
   (``getrusage``'s ``ru_maxrss``) minus the resident size before the phases; ``ru_maxrss`` is a
   lifetime peak, so ``*_peak_mem_exact`` is false when the phase did not raise it (the figure is
   then an upper bound), and configurations are only comparable across fresh processes (which is
-  what ``--sweep`` does).
+  what ``--sweep`` does). RSS also counts what the C allocator keeps after frees: glibc's heap
+  retains freed blocks, more so the more allocate/free cycles a step makes (e.g. more passes of
+  sequential translation). For RSS close to the live tensor memory, run with
+  ``MALLOC_MMAP_THRESHOLD_=65536`` in the environment (large blocks then go back to the system
+  on free; slower, so for memory figures only; sweeps pass the environment on, and the record
+  shows it as ``malloc_mmap_threshold``).
 
 The models are built from ``TrainOptions([...]).parse()`` and ``model.setup()``, as train.py
-builds them, so options added to the training options are picked up; ``--amp``,
+builds them, so options added to the training options are picked up, and any option this script
+does not know is passed on to them (e.g. ``--pool_size 0``, ``--norm batch``); ``--amp``,
 ``--channels_last`` and ``--compile`` are passed through (the benchmark exits with a message
 where the training options lack one). ``train_conv_dtype`` / ``test_conv_dtype`` record the
 output dtype of the first generator convolution during the timed calls, i.e. whether ``--amp``
@@ -110,7 +116,7 @@ def build_parser():
 
 def parse_args(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, args.train_options = parser.parse_known_args(argv)
     alpha = args.model == 'alphagan'
     args.crop_size = args.crop_size or (320 if alpha else 64)
     args.test_size = args.test_size or (1024 if alpha else args.crop_size)
@@ -270,7 +276,7 @@ def build_insta_gan(args, device, tmp):
             '--ngf', str(args.ngf), '--ndf', str(args.ndf), '--batch_size', str(args.batch_size),
             '--ins_max', str(args.ins_max), '--ins_per', str(args.ins_per), '--seed', str(args.seed)]
     with _quiet():
-        model = create_model(train_options(argv, args))
+        model = create_model(train_options(argv + args.train_options, args))
         model.setup(model.opt)
     stepper = model
     if args.impl == 'official':
@@ -290,7 +296,7 @@ def build_alphagan(args, device, tmp):
             '--crop_size', str(args.crop_size), '--load_size', str(args.crop_size),
             '--ndf', str(args.ndf), '--batch_size', str(args.batch_size), '--seed', str(args.seed)]
     with _quiet():
-        model = create_model(train_options(argv, args))
+        model = create_model(train_options(argv + args.train_options, args))
         model.setup(model.opt)
 
     def batch(size):
@@ -356,9 +362,10 @@ def run_one(args):
                           train_conv_dtype=dtypes[-1] if dtypes else None)
     record['peak_rss_mb'] = round(_maxrss_mb(), 1)
     record['loadavg_after'] = [round(v, 2) for v in os.getloadavg()]
+    record['malloc_mmap_threshold'] = os.environ.get('MALLOC_MMAP_THRESHOLD_')
     record['options'] = {k: getattr(args, k) for k in (
         'crop_size', 'test_size', 'ngf', 'ndf', 'batch_size', 'ins_max', 'ins_per', 'n_instances',
-        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'seed')}
+        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'seed', 'train_options')}
     if args.model == 'alphagan':
         for k in ('ngf', 'ins_max', 'ins_per', 'n_instances'):
             record['options'].pop(k)
@@ -368,7 +375,8 @@ def run_one(args):
 # ----------------------------------------------------------------------------- sweeps
 def to_argv(args, **overrides):
     """Command line for one configuration (the sweep options dropped)."""
-    values = {k: v for k, v in vars(args).items() if k not in ('sweep', 'sweep_values', 'repeat', 'table')}
+    values = {k: v for k, v in vars(args).items()
+              if k not in ('sweep', 'sweep_values', 'repeat', 'table', 'train_options')}
     values.update(overrides)
     argv = []
     for k, v in values.items():
@@ -376,7 +384,7 @@ def to_argv(args, **overrides):
             argv += ['--' + k] if v else []
         elif v is not None:
             argv += ['--' + k, str(v)]
-    return argv
+    return argv + list(args.train_options)
 
 
 def sweep_configs(args):
