@@ -238,7 +238,7 @@ class MattingDataset(BaseDataset):
                     help='backgrounds per foreground in one epoch (len = n_fg * bg_per_fg). Default 1: '
                          'an epoch is one pass over the foregrounds; DIM uses 100')
         _add_option(parser, '--bg_choice', type=str, default='random', choices=('random', 'index'),
-                    help='background of sample i: random each time, or bg[i % n_bg] (DIM pairing)')
+                    help='background of sample i: random each time, or bg[i %% n_bg] (DIM pairing)')
         _add_option(parser, '--trimap_mode', type=str, default='dilate', choices=TRIMAP_MODES,
                     help='dilate: unknown = dilate(alpha>0) - (alpha==1); dilate_erode: fg = '
                          'erode(alpha==1), unknown = dilate(alpha>0) - fg')

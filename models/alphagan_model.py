@@ -90,6 +90,12 @@ class AlphaGANModel(BaseModel):
     ``alpha`` (Charbonnier alpha-prediction loss), ``comp`` (compositional loss, RGB on a 0-1 scale,
     eps 1e-6), ``G_GAN`` (non-saturating adversarial loss), optional ``lap`` (Laplacian pyramid,
     ``--lambda_lap`` > 0, listed in ``loss_names`` only then); ``D`` = (real + fake) / 2.
+
+    Test time: visuals 'image', 'trimap', 'alpha' (the prediction at full resolution, known regions
+    copied; test.py saves it as ``<stem>_alpha.png``), 'composite' and, with ground truth, 'gt_alpha';
+    all in [0, 1] (``visual_value_range``). Batch norm: without test.py's ``--eval`` each image is
+    normalised with its own statistics, as every training step at batch size 1 is; ``--eval`` uses
+    the running statistics instead (on the synthetic demo both gave a similar SAD).
     """
 
     @staticmethod
@@ -150,8 +156,8 @@ class AlphaGANModel(BaseModel):
                                           opt.init_gain, self.device)
             self.image_pools = {'fake': ImagePool(opt.pool_size)}
             self.criterionGAN = networks.GANLoss(opt.gan_mode).to(self.device)
-            self.optimizer_G = torch.optim.Adam(self.netG.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
-            self.optimizer_D = torch.optim.Adam(self.netD.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
+            self.optimizer_G = self.make_adam(self.netG)
+            self.optimizer_D = self.make_adam(self.netD)
             self.optimizers = [self.optimizer_G, self.optimizer_D]
 
     def register_normalisation(self):
@@ -193,9 +199,9 @@ class AlphaGANModel(BaseModel):
 
     def derive(self):
         """From ``pred_alpha``: ``unknown`` (B, 1, H, W) bool, ``alpha`` = prediction with the known
-        trimap regions copied in, the ``composite`` visual (``alpha * image`` over a plain green; the
-        input colours stand in for the foreground, so semi-transparent pixels keep some of the
-        original background) and, when F and B are known, ``fake_composite`` = alpha F + (1 - alpha) B
+        trimap regions copied in, the ``composite`` visual ``alpha I + (1 - alpha) green`` (the input
+        colours I stand in for the foreground, so semi-transparent pixels keep some of the original
+        background) and, when F and B are known, ``fake_composite`` = alpha F + (1 - alpha) B
         (B, 3, H, W) in [0, 1], what D judges."""
         self.unknown = unknown_region(self.trimap)
         self.alpha = fill_known(self.pred_alpha, self.trimap)
@@ -226,7 +232,7 @@ class AlphaGANModel(BaseModel):
 
     def backward_G(self):
         self.loss_G = self.compute_G_losses()
-        self.loss_G.backward()
+        self.backward(self.loss_G, self.optimizer_G)
 
     def backward_D(self):
         """D: ground-truth composite -> real, composite of the (detached) prediction -> fake. With
@@ -236,18 +242,20 @@ class AlphaGANModel(BaseModel):
         loss_real = self.criterionGAN(self.discriminate(real), True)
         loss_fake = self.criterionGAN(self.discriminate(fake), False)
         self.loss_D = (loss_real + loss_fake) * 0.5
-        self.loss_D.backward()
+        self.backward(self.loss_D, self.optimizer_D)
 
     def optimize_parameters(self):
+        """G step, then D step, each through ``BaseModel.step`` (non-finite check, gradient averaging
+        under torchrun, GradScaler under --amp fp16)."""
         self.forward()
         self.set_requires_grad(self.netD, False)
         self.optimizer_G.zero_grad()
         self.backward_G()
-        self.optimizer_G.step()
+        self.step(self.optimizer_G, [n for n in self.loss_names if n != 'D'])
         self.set_requires_grad(self.netD, True)
         self.optimizer_D.zero_grad()
         self.backward_D()
-        self.optimizer_D.step()
+        self.step(self.optimizer_D, ['D'])
 
     # ------------------------------------------------------------------ test time
     def test(self):

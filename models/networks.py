@@ -253,10 +253,9 @@ def define_G(input_nc, output_nc, ngf, netG, norm='batch', use_dropout=False, in
                                  n_blocks=kwargs.get('n_blocks', 9))
     elif netG == 'alphagan':
         from models.matting_networks import AlphaGANGenerator
-        pretrained = bool(kwargs.get('pretrained', False) or kwargs.get('pretrained_path'))
         net = AlphaGANGenerator(pretrained=kwargs.get('pretrained', False),
                                 pretrained_path=kwargs.get('pretrained_path'), norm=norm)
-        do_init = not pretrained
+        do_init = False   # torchvision's ResNet init (or ImageNet weights); PyTorch's defaults elsewhere
     else:
         raise ValueError(f'generator {netG!r} is not one of resnet_9blocks, resnet_6blocks, unet_128, unet_256, '
                          'set, alphagan')

@@ -68,8 +68,9 @@ def _names(items):
     return shown + (f" and {len(items) - _MAX_NAMES} more" if len(items) > _MAX_NAMES else "")
 
 
-def list_images(folder, role):
-    """Map file-name stem -> path for the images in ``folder``.
+def list_images(folder, role, suffix=''):
+    """Map file-name stem -> path for the images in ``folder``; with ``suffix`` (e.g. ``_alpha``,
+    test.py's ``<stem>_alpha.png``) only files whose stem ends with it, keyed by the stem without it.
 
     Raises:
         UserInputError: the folder does not exist, or two files share a stem (``a.png``, ``a.jpg``).
@@ -81,10 +82,13 @@ def list_images(folder, role):
     found = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            if path.stem in found:
-                raise UserInputError(f"{role} folder has two files with the stem '{path.stem}': "
-                                     f"{found[path.stem]} and {path}; keep one of them")
-            found[path.stem] = path
+            if suffix and not path.stem.endswith(suffix):
+                continue
+            stem = path.stem[:len(path.stem) - len(suffix)] if suffix else path.stem
+            if stem in found:
+                raise UserInputError(f"{role} folder has two files with the stem '{stem}': "
+                                     f"{found[stem]} and {path}; keep one of them")
+            found[stem] = path
     return found
 
 
@@ -152,13 +156,15 @@ def _mean(per_image):
     return {m: float(np.mean([v[m] for v in per_image.values()])) for m in METRICS}
 
 
-def evaluate_dirs(pred_dir, gt_dir, trimap_dir, baselines=(), image_dir=None, allow_missing=False):
+def evaluate_dirs(pred_dir, gt_dir, trimap_dir, baselines=(), image_dir=None, allow_missing=False,
+                  pred_suffix=''):
     """Score every prediction in ``pred_dir`` against ``gt_dir`` / ``trimap_dir`` (matched by stem).
 
     Args:
         pred_dir, gt_dir, trimap_dir: folders of 8-bit gray mattes / trimaps (0-255).
         baselines: any of ``"half"``, ``"cf"``, scored on the same images.
         image_dir: folder of the RGB images, needed for ``"cf"``.
+        pred_suffix: predictions are ``<stem><pred_suffix>.<ext>`` (``_alpha`` for test.py's images/).
         allow_missing: score only complete (pred, gt, trimap[, image]) sets and warn once about the
             rest instead of raising.
 
@@ -178,7 +184,7 @@ def evaluate_dirs(pred_dir, gt_dir, trimap_dir, baselines=(), image_dir=None, al
         raise UserInputError("--baseline cf needs --image DIR, the folder of the RGB images the "
                              "mattes belong to")
 
-    folders = {"pred": list_images(pred_dir, "prediction"),
+    folders = {"pred": list_images(pred_dir, "prediction", pred_suffix),
                "gt": list_images(gt_dir, "ground-truth"),
                "trimap": list_images(trimap_dir, "trimap")}
     if "cf" in baselines:
@@ -306,6 +312,8 @@ def build_parser():
                    help="also score a baseline: 'half' (alpha 0.5 in the unknown region) or 'cf' "
                         "(closed-form matting, needs --image); repeatable")
     p.add_argument("--image", help="folder of the RGB images (for --baseline cf)")
+    p.add_argument("--pred_suffix", default="",
+                   help="predictions are <stem><suffix>.png, e.g. _alpha for test.py's results/<name>/.../images")
     p.add_argument("--allow-missing", action="store_true",
                    help="score only complete sets and warn about unmatched files instead of failing")
     p.add_argument("--name", default="method", help="column label of the scored method")
@@ -318,7 +326,8 @@ def main(argv=None):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
             result = evaluate_dirs(args.pred, args.gt, args.trimap, baselines=args.baseline,
-                                   image_dir=args.image, allow_missing=args.allow_missing)
+                                   image_dir=args.image, allow_missing=args.allow_missing,
+                                   pred_suffix=args.pred_suffix)
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -192,3 +192,21 @@ def test_cf_baseline_without_images_is_a_user_error(dataset, capsys):
     assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt"), "--trimap",
                  str(root / "trimap"), "--baseline", "cf"]) == 2
     assert "needs --image" in capsys.readouterr().err
+
+
+def test_pred_suffix_matches_test_py_file_names(tmp_path):
+    """test.py writes <stem>_alpha.png beside other visuals; --pred_suffix _alpha scores only those."""
+    import numpy as np
+    from PIL import Image
+    from scripts.eval_matting import evaluate_dirs
+    for d in ('pred', 'gt', 'tri'):
+        (tmp_path / d).mkdir()
+    gt = np.zeros((8, 8), np.uint8)
+    gt[:, 4:] = 200
+    tri = np.full((8, 8), 128, np.uint8)
+    Image.fromarray(gt).save(tmp_path / 'gt' / 'x.png')
+    Image.fromarray(tri).save(tmp_path / 'tri' / 'x.png')
+    Image.fromarray(gt).save(tmp_path / 'pred' / 'x_alpha.png')
+    Image.fromarray(255 - gt).save(tmp_path / 'pred' / 'x_composite.png')
+    out = evaluate_dirs(tmp_path / 'pred', tmp_path / 'gt', tmp_path / 'tri', pred_suffix='_alpha')
+    assert list(out['per_image']) == ['x'] and out['per_image']['x']['SAD'] == 0
