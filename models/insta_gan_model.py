@@ -163,6 +163,7 @@ class InstaGANModel(BaseModel):
 
         Sets ``self.p`` (the pass's tensors for the losses) and updates the current images, the
         merged masks and the visuals. Gradients flow through this pass only."""
+        self.p = None   # free the previous pass's graph before this pass allocates
         sl = self.pass_slice(i)
         segs_A, segs_B = self.real_A_segs[:, sl], self.real_B_segs[:, sl]
         ia = is_nonempty(segs_A).any(1).nonzero().squeeze(1)    # active samples of each side
