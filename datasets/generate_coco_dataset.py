@@ -33,7 +33,7 @@ if __package__ in (None, ''):  # run as a script: make the repository importable
 
 from data.base_dataset import open_image, resize_cover  # noqa: E402
 from data.image_folder import output_folders, write_instances  # noqa: E402
-from util.errors import UserInputError  # noqa: E402
+from util.errors import UserInputError, run_cli  # noqa: E402
 
 
 def load_coco(ann_file):
@@ -125,8 +125,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserInputError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main))

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.matting_dataset import file_stem, read_alpha, require_images  # noqa: E402
 from data.trimap import DEFAULT_TRIMAP_RANGES, TRIMAP_MODES, check_ranges, make_trimap  # noqa: E402
-from util.errors import UserInputError  # noqa: E402
+from util.errors import UserInputError, run_cli  # noqa: E402
 
 LAYOUT = '  --alpha DIR holding <name>.png alpha mattes (8- or 16-bit gray)'
 
@@ -94,4 +94,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -26,7 +26,7 @@ if __package__ in (None, ''):  # run as a script: make the repository importable
 
 from data.base_dataset import open_image  # noqa: E402
 from data.image_folder import image_id, make_dataset, output_folders, save_png  # noqa: E402
-from util.errors import UserInputError  # noqa: E402
+from util.errors import UserInputError, run_cli  # noqa: E402
 
 
 def make_auto_masks(images, categories, out=None, detector=None, batch_size=1, overwrite=False, **detector_kwargs):
@@ -93,8 +93,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except UserInputError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main))

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.image_folder import output_folders  # noqa: E402
 from data.trimap import make_trimap  # noqa: E402
-from util.errors import UserInputError  # noqa: E402
+from util.errors import UserInputError, run_cli  # noqa: E402
 
 SUPERSAMPLE = 4
 _PNG = [cv2.IMWRITE_PNG_COMPRESSION, 3]
@@ -208,4 +208,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

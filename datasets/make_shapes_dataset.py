@@ -32,6 +32,7 @@ if __package__ in (None, ''):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.image_folder import output_folders, write_instances  # noqa: E402
+from util.errors import run_cli  # noqa: E402
 
 SHAPES = {'A': 'disc', 'B': 'square'}
 A_COLOURS = {'red': (215, 45, 35), 'orange': (235, 125, 25), 'yellow': (230, 195, 40), 'crimson': (190, 30, 70)}
@@ -227,9 +228,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from util.errors import UserInputError
-    try:
-        main()
-    except UserInputError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main))

@@ -18,15 +18,6 @@ from scripts.official_reference import (OfficialStructureInstaGAN, PerSlotSetDis
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks on a shared 2-core machine: one intra-op thread avoids OpenMP contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def set_input_tensor(n_filled, n_slots, size=32, seed=0):
     """(1, 3 + n_slots, size, size): random image, ``n_filled`` rectangle masks, then empty slots."""
     batch = synthetic_instance_batch(1, size, n_filled, n_slots, seed)

@@ -23,14 +23,6 @@ TINY = ['--ngf', '4', '--ndf', '4', '--load_size', '36', '--crop_size', '32', '-
 CYCLE = ['--model', 'cycle_gan', '--netG', 'resnet_6blocks']
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def argv(root, ck, name, *extra):
     return ['--dataroot', root, '--checkpoints_dir', str(ck), '--name', name, *CYCLE, *TINY, *extra]
 

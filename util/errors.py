@@ -9,3 +9,14 @@ says what to do.
 
 class UserInputError(Exception):
     """A problem with the user's data, options or files, with a message that says how to fix it."""
+
+
+def run_cli(main, argv=None):
+    """Run a command-line ``main(argv)``; a :class:`UserInputError` becomes its message on stderr
+    and exit status 2 (no traceback). Returns main's return value as the exit status."""
+    import sys
+    try:
+        return main(argv)
+    except UserInputError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
