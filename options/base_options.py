@@ -119,7 +119,7 @@ class BaseOptions:
             g.add_argument(old, action=_Alias, target=new, convert=conv, dest='_alias_' + new,
                            help=f'alias of --{new}')
         g.add_argument('--resize_or_crop', action=_Alias, target='preprocess', dest='_alias_preprocess',
-                       convert=_legacy_preprocess, help='alias of --preprocess')
+                       help='alias of --preprocess')
         g.add_argument('--which_direction', action=_Alias, target='direction', dest='_alias_direction')
         g.add_argument('--which_model_netG', action=_Alias, target='netG', dest='_alias_netG')
         g.add_argument('--which_model_netD', action=_Alias, target='netD', dest='_alias_netD')
@@ -181,12 +181,6 @@ class BaseOptions:
         self.print_options(opt, save=save)
         self.opt = opt
         return opt
-
-
-def _legacy_preprocess(value):
-    """Map official InstaGAN ``--resize_or_crop`` values to ``--preprocess`` values."""
-    return {'scale_width': 'scale_width', 'resize_and_crop': 'resize_and_crop', 'crop': 'crop',
-            'scale_width_and_crop': 'scale_width_and_crop', 'none': 'none'}.get(value, value)
 
 
 def parse_gpu_ids(value):

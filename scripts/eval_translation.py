@@ -71,6 +71,11 @@ def judge(real, fake, masks, margin=2):
     return float(diff[background].sum()), int(background.sum()), results
 
 
+def instance_masks(batch):
+    """The non-empty input instance masks of the first sample: list of (H, W) bool."""
+    return [m.numpy() > 0 for m in batch['A_segs'][0] if (m > 0).any()]
+
+
 def translate_test_set(model_name, opt_args, dataroot, n_test):
     """Load a trained run and translate testA: yields (real uint8, fake uint8, [instance masks])."""
     from data import create_dataset
@@ -86,7 +91,7 @@ def translate_test_set(model_name, opt_args, dataroot, n_test):
         if i >= n_test:
             break
         real = batch['A']
-        masks = [m.numpy() > 0 for m in batch['A_segs'][0] if (m > 0).any()]
+        masks = instance_masks(batch)
         with torch.no_grad():
             if model_name == 'insta_gan':
                 model.set_input(batch)
@@ -113,7 +118,6 @@ def evaluate(model_name, opt_args, dataroot, n_test, margin):
 
 def identity_baseline(dataroot, n_test, margin):
     """The do-nothing translation: zero background change, and the success rate of untouched inputs."""
-    from data.unaligned_seg_dataset import UnalignedSegDataset  # noqa: F401  (layout check)
     from options.test_options import TestOptions
     from data import create_dataset
     opt = TestOptions(['--dataroot', dataroot, '--model', 'insta_gan', '--dataset_mode', 'unaligned_seg',
@@ -124,8 +128,7 @@ def identity_baseline(dataroot, n_test, margin):
         if i >= n_test:
             break
         real = tensor2im(batch['A'])
-        masks = [m.numpy() > 0 for m in batch['A_segs'][0] if (m > 0).any()]
-        per_instance += judge(real, real, masks, margin)[2]
+        per_instance += judge(real, real, instance_masks(batch), margin)[2]
     ok = np.array(per_instance, bool)
     return {'bg_change': 0.0, 'success': float(np.mean(ok[:, 0] & ok[:, 1])), 'shape_ok': float(ok[:, 0].mean()),
             'colour_ok': float(ok[:, 1].mean()), 'n_instances': len(per_instance)}
