@@ -1,8 +1,10 @@
-"""InstaGAN against CycleGAN on the built-in shapes data (A: warm discs -> B: cool squares).
+"""InstaGAN against CycleGAN on the built-in shapes data (A: warm discs <-> B: cool squares).
 
 Both models are trained from scratch at the same budget (epochs over the same images, same
-``--ngf``, batch size and learning rate), then translate the A test images. Two figures per model,
-judged from the output image alone (no model-specific masks, so both are judged alike):
+``--ngf``, batch size and learning rate), then translate the A test images to B (discs -> squares,
+which must *add* pixels at the corners) and the B test images to A (squares -> discs, which must
+*remove* them). Two figures per model and direction, judged from the output image alone (no
+model-specific masks, so both are judged alike):
 
 - ``bg_change``: mean absolute difference (0-255 scale) between input and output over the
   background, i.e. outside every input instance's bounding box grown by ``--margin`` pixels (a
@@ -10,8 +12,9 @@ judged from the output image alone (no model-specific masks, so both are judged 
 - ``success``: fraction of input instances translated in shape *and* colour. Inside an instance's
   grown box, the output's saturated pixels (the shapes data has nearly gray backgrounds) form the
   translated instance; it succeeds when ``shape_score`` and ``colour_score`` of
-  ``datasets/make_shapes_dataset.py`` are both >= 0.5 (square-like and cool-coloured). Also
-  reported separately: ``shape_ok`` and ``colour_ok``.
+  ``datasets/make_shapes_dataset.py`` are both on the target domain's side of 0.5 (A -> B:
+  square-like and cool, >= 0.5; B -> A: disc-like and warm, < 0.5). Also reported separately:
+  ``shape_ok`` and ``colour_ok``.
 
 Usage: ``python scripts/eval_translation.py --dataroot datasets/shapes --n_epochs 4 --name_prefix
 eval`` (trains both, then prints a Markdown table and writes ``--json``).
@@ -52,11 +55,15 @@ def grown_box(mask, margin):
     return box
 
 
-def judge(real, fake, masks, margin=2):
+def judge(real, fake, masks, margin=2, target='B'):
     """Score one translated image.
 
-    real, fake: (H, W, 3) uint8; masks: list of (H, W) bool, the input instances. Returns
-    (bg_abs_diff_sum, bg_pixel_count, per-instance list of (shape_ok, colour_ok))."""
+    real, fake: (H, W, 3) uint8; masks: list of (H, W) bool, the input instances; target: the
+    domain translated to ('B': squares, cool; 'A': discs, warm). Returns (bg_abs_diff_sum,
+    bg_pixel_count, per-instance list of (shape_ok, colour_ok))."""
+    if target not in ('A', 'B'):
+        raise ValueError(f"target must be 'A' or 'B', got {target!r}")
+    to_b = target == 'B'
     boxes = [grown_box(m, margin) for m in masks]
     background = ~np.any(boxes, axis=0) if boxes else np.ones(real.shape[:2], bool)
     diff = np.abs(real.astype(np.float32) - fake.astype(np.float32)).mean(2)
@@ -67,71 +74,80 @@ def judge(real, fake, masks, margin=2):
         if inst.sum() < 4:
             results.append((False, False))
             continue
-        results.append((shape_score(inst) >= 0.5, colour_score(fake, inst) >= 0.5))
+        results.append(((shape_score(inst) >= 0.5) == to_b, (colour_score(fake, inst) >= 0.5) == to_b))
     return float(diff[background].sum()), int(background.sum()), results
 
 
-def instance_masks(batch):
-    """The non-empty input instance masks of the first sample: list of (H, W) bool."""
-    return [m.numpy() > 0 for m in batch['A_segs'][0] if (m > 0).any()]
+def instance_masks(batch, side='A'):
+    """The non-empty input instance masks of the first sample of ``side``: list of (H, W) bool."""
+    return [m.numpy() > 0 for m in batch[side + '_segs'][0] if (m > 0).any()]
 
 
-def translate_test_set(model_name, opt_args, dataroot, n_test):
-    """Load a trained run and translate testA: yields (real uint8, fake uint8, [instance masks])."""
+def load_test_batches(dataroot, n_test, opt_args=()):
+    """(opt, the first ``n_test`` test batches of ``unaligned_seg``, in file order, unflipped)."""
     from data import create_dataset
-    from models import create_model
     from options.test_options import TestOptions
-    opt = TestOptions(['--dataroot', dataroot, '--model', model_name, '--dataset_mode', 'unaligned_seg',
-                       '--num_test', str(n_test), *opt_args]).parse(save=False)
+    opt = TestOptions(['--dataroot', dataroot, '--dataset_mode', 'unaligned_seg', '--num_test', str(n_test),
+                       *opt_args]).parse(save=False)
     opt.num_threads, opt.batch_size, opt.serial_batches, opt.no_flip = 0, 1, True, True
-    model = create_model(opt)
-    model.setup(opt)
-    model.eval()
+    batches = []
     for i, batch in enumerate(create_dataset(opt)):
         if i >= n_test:
             break
-        real = batch['A']
-        masks = instance_masks(batch)
+        batches.append(batch)
+    return opt, batches
+
+
+def translate_test_set(model_name, opt_args, dataroot, n_test):
+    """Load a trained run and translate testA to B and testB to A.
+
+    Yields (direction 'AtoB' | 'BtoA', real uint8, fake uint8, [input instance masks])."""
+    from models import create_model
+    opt, batches = load_test_batches(dataroot, n_test, ['--model', model_name, *opt_args])
+    model = create_model(opt)
+    model.setup(opt)
+    model.eval()
+    for batch in batches:
         with torch.no_grad():
             if model_name == 'insta_gan':
                 model.set_input(batch)
                 model.test()
-                fake = model.fake_B_img
+                fakes = {'A': model.fake_B_img, 'B': model.fake_A_img}
             else:
-                fake = model.netG_A(real.to(model.device))
-        yield tensor2im(real), tensor2im(fake), masks
+                fakes = {'A': model.netG_A(batch['A'].to(model.device)),
+                         'B': model.netG_B(batch['B'].to(model.device))}
+        for side, direction in (('A', 'AtoB'), ('B', 'BtoA')):
+            yield direction, tensor2im(batch[side]), tensor2im(fakes[side]), instance_masks(batch, side)
+
+
+def summarise(bg_sum, bg_n, per_instance):
+    ok = np.array(per_instance, bool).reshape(-1, 2)
+    return {'bg_change': bg_sum / max(bg_n, 1), 'success': float(np.mean(ok[:, 0] & ok[:, 1])),
+            'shape_ok': float(ok[:, 0].mean()), 'colour_ok': float(ok[:, 1].mean()), 'n_instances': len(ok)}
+
+
+def evaluate_pairs(pairs, margin):
+    """pairs: iterable of (direction, real, fake, masks) -> {direction: figures}."""
+    acc = {}
+    for direction, real, fake, masks in pairs:
+        s, n, res = judge(real, fake, masks, margin, target=direction[-1])
+        a = acc.setdefault(direction, [0.0, 0, []])
+        a[0], a[1] = a[0] + s, a[1] + n
+        a[2] += res
+    return {d: summarise(*a) for d, a in sorted(acc.items())}
 
 
 def evaluate(model_name, opt_args, dataroot, n_test, margin):
-    bg_sum = bg_n = 0
-    per_instance = []
-    for real, fake, masks in translate_test_set(model_name, opt_args, dataroot, n_test):
-        s, n, res = judge(real, fake, masks, margin)
-        bg_sum, bg_n = bg_sum + s, bg_n + n
-        per_instance += res
-    shape_ok = np.array([r[0] for r in per_instance], bool)
-    colour_ok = np.array([r[1] for r in per_instance], bool)
-    return {'bg_change': bg_sum / max(bg_n, 1), 'success': float(np.mean(shape_ok & colour_ok)),
-            'shape_ok': float(shape_ok.mean()), 'colour_ok': float(colour_ok.mean()),
-            'n_instances': len(per_instance)}
+    return evaluate_pairs(translate_test_set(model_name, opt_args, dataroot, n_test), margin)
 
 
-def identity_baseline(dataroot, n_test, margin):
+def identity_baseline(dataroot, n_test, margin, size=64):
     """The do-nothing translation: zero background change, and the success rate of untouched inputs."""
-    from options.test_options import TestOptions
-    from data import create_dataset
-    opt = TestOptions(['--dataroot', dataroot, '--model', 'insta_gan', '--dataset_mode', 'unaligned_seg',
-                       '--gpu_ids', '-1', '--load_size', '64', '--crop_size', '64']).parse(save=False)
-    opt.num_threads, opt.batch_size = 0, 1
-    per_instance = []
-    for i, batch in enumerate(create_dataset(opt)):
-        if i >= n_test:
-            break
-        real = tensor2im(batch['A'])
-        per_instance += judge(real, real, instance_masks(batch), margin)[2]
-    ok = np.array(per_instance, bool)
-    return {'bg_change': 0.0, 'success': float(np.mean(ok[:, 0] & ok[:, 1])), 'shape_ok': float(ok[:, 0].mean()),
-            'colour_ok': float(ok[:, 1].mean()), 'n_instances': len(per_instance)}
+    _, batches = load_test_batches(dataroot, n_test, ['--model', 'insta_gan', '--gpu_ids', '-1', '--load_size',
+                                                 str(size), '--crop_size', str(size)])
+    pairs = ((d, tensor2im(b[side]), tensor2im(b[side]), instance_masks(b, side))
+             for b in batches for side, d in (('A', 'AtoB'), ('B', 'BtoA')))
+    return evaluate_pairs(pairs, margin)
 
 
 def main(argv=None):
@@ -166,7 +182,7 @@ def main(argv=None):
                       str(args.ins_max), '--ins_per', str(args.ins_per)],
         'cycle_gan': ['--name', f'{args.name_prefix}_cycle_gan', '--netG', args.cyclegan_netG],
     }
-    results = {'identity (no translation)': identity_baseline(args.dataroot, args.n_test, args.margin)}
+    results = {'identity (no translation)': identity_baseline(args.dataroot, args.n_test, args.margin, args.size)}
     for model_name, extra in runs.items():
         seconds = None
         if not args.skip_train:
@@ -182,11 +198,15 @@ def main(argv=None):
         results[model_name] = evaluate(model_name, [*common, *test_extra], args.dataroot, args.n_test, args.margin)
         results[model_name]['train_seconds'] = seconds
     epochs = args.n_epochs + args.n_epochs_decay
-    lines = [f'| model ({epochs} epochs, ngf {args.ngf}, {args.size} px) | background change (0-255) | '
-             'translated (shape and colour) | shape | colour |', '|---|---|---|---|---|']
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['bg_change']:.2f} | {100 * r['success']:.1f}% | {100 * r['shape_ok']:.1f}% | "
-                     f"{100 * r['colour_ok']:.1f}% |")
+    lines = [f'| model ({epochs} epochs, ngf {args.ngf}, {args.size} px) | direction | background change (0-255) | '
+             'translated (shape and colour) | shape | colour |', '|---|---|---|---|---|---|']
+    for name, by_direction in results.items():
+        for direction, r in by_direction.items():
+            if direction == 'train_seconds':
+                continue
+            lines.append(f"| {name} | {direction[0]} -> {direction[-1]} ({r['n_instances']} instances) | "
+                         f"{r['bg_change']:.2f} | {100 * r['success']:.1f}% | {100 * r['shape_ok']:.1f}% | "
+                         f"{100 * r['colour_ok']:.1f}% |")
     print('\n'.join(lines))
     if args.json:
         atomic_write(args.json, lambda f: json.dump({'options': vars(args), 'results': results}, f, indent=2),

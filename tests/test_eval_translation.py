@@ -38,3 +38,19 @@ def test_background_change_is_measured_outside_instance_boxes():
     fake[40:, :] = np.clip(fake[40:, :].astype(int) + 30, 0, 255).astype(np.uint8)
     s, n, _ = judge(real, fake, [disc])
     assert abs(s / n - 30 * 8 * 48 / n) < 1e-6
+
+
+def test_square_to_disc_is_judged_towards_domain_a():
+    rng = np.random.default_rng(1)
+    bg = (rng.integers(100, 140, (48, 48, 1)) * np.ones((1, 1, 3))).astype(np.uint8)
+    square = np.zeros((48, 48), bool)
+    square[12:29, 16:33] = True
+    real = bg.copy()
+    real[square] = (40, 90, 220)                # cool square
+    yy, xx = np.mgrid[:48, :48]
+    disc = (yy - 20) ** 2 + (xx - 24) ** 2 <= 8 ** 2
+    fake = bg.copy()
+    fake[disc] = (230, 195, 40)                 # warm disc inside the square's box
+    assert judge(real, fake, [square], target='A')[2] == [(True, True)]
+    assert judge(real, fake, [square], target='B')[2] == [(False, False)]
+    assert judge(real, real, [square], target='A')[2] == [(False, False)]
