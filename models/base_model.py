@@ -14,9 +14,17 @@ handling and multi-process training without model code of its own::
 
 ``step`` refuses to step on a non-finite loss (``--nan_policy stop`` raises :class:`NonFiniteLoss`
 before the update; ``skip`` leaves that optimizer's weights and state untouched and counts the
-skip), averages gradients over the ranks under torchrun, and steps through the GradScaler. A
-model that calls ``optimizer.step()`` itself still gets its gradients averaged (an optimizer
-step pre-hook), but no loss scaling and no skipping.
+skip; under torchrun the ranks decide together) and steps through the GradScaler. A model that
+calls ``optimizer.step()`` itself gets no loss scaling and no skipping.
+
+Under torchrun every training network is wrapped in ``DistributedDataParallel``, which averages
+the gradients during ``backward``. Its contract, which the models here keep: in each step, every
+rank makes the same backward calls through the same networks (a rank with nothing to learn from
+in a step still runs it, with its loss multiplied by 0: see InstaGAN's passes), and every
+parameter of a network that a backward reaches gets a gradient (the set networks run their mask
+branch on an empty batch when there is no instance). A network may be called several times
+before one backward; a discriminator frozen with ``set_requires_grad(False)`` in the generator's
+step takes no part in that step's reduction.
 """
 import hashlib
 import os
@@ -62,7 +70,6 @@ class BaseModel(ABC):
         self.metric = 0           # for the plateau scheduler
         self.skipped_steps = 0    # optimizer steps skipped on non-finite losses (--nan_policy skip)
         self.guarded_steps = 0    # optimizer steps taken through self.step
-        self._synced = set()      # ids of optimizers whose gradients self.step already averaged
         if self.device.type == 'cuda':
             torch.backends.cudnn.benchmark = not getattr(opt, 'deterministic', False)
 
@@ -90,9 +97,9 @@ class BaseModel(ABC):
     # ------------------------------------------------------------------ setup
     def setup(self, opt):
         """Schedulers (training), load networks (testing or ``--continue_train``), then the
-        runtime: under torchrun the weights of rank 0 on every rank, SyncBatchNorm
-        (``--norm sync_batch``) and gradient averaging; ``--channels_last``, ``--compile``, and
-        one GradScaler per optimizer (``--amp fp16``). Then print the networks."""
+        runtime: under torchrun SyncBatchNorm (``--norm sync_batch``) and DistributedDataParallel
+        (rank 0's weights on every rank, gradients averaged in backward); ``--channels_last``,
+        ``--compile``, and one GradScaler per optimizer (``--amp fp16``). Then print the networks."""
         if self.isTrain:
             self.schedulers = [networks.get_scheduler(optimizer, opt) for optimizer in self.optimizers]
         if not self.isTrain or getattr(opt, 'continue_train', False):
@@ -103,26 +110,23 @@ class BaseModel(ABC):
 
     def setup_runtime(self, opt):
         """Distribution and speed options (see :meth:`setup`); call once, after the optimizers exist."""
-        multi = distributed.active()
+        multi = distributed.active() and self.isTrain
         for name, net in self.nets():
-            if multi and self.isTrain and opt.norm == 'sync_batch':
+            if multi and opt.norm == 'sync_batch':
                 if self.device.type != 'cuda':
                     raise UserInputError('--norm sync_batch synchronises batch statistics between GPUs (NCCL); '
                                          'on CPU use --norm batch (statistics per process) or --norm instance.')
                 net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)   # same Parameter objects
-            if multi:
-                distributed.broadcast_module(net, 0, self.device)
             if getattr(opt, 'channels_last', False):
                 net = net.to(memory_format=torch.channels_last)              # params changed in place
+            if multi:
+                net = distributed.wrap_ddp(net, self.device)
             if getattr(opt, 'compile', False):
                 net = torch.compile(net, backend=getattr(opt, 'compile_backend', 'inductor'))
             setattr(self, 'net' + name, net)
         if self.isTrain:
             fp16 = getattr(opt, 'amp', 'none') == 'fp16'
             self.scalers = [torch.amp.GradScaler(self.device.type, enabled=fp16) for _ in self.optimizers]
-            if multi:
-                for optimizer in self.optimizers:
-                    optimizer.register_step_pre_hook(self._average_gradients_hook)
 
     def nets(self):
         """(name, network) pairs for ``model_names``."""
@@ -206,9 +210,14 @@ class BaseModel(ABC):
     def backward(self, loss, optimizer=None):
         """``loss.backward()``, the loss scaled by ``optimizer``'s GradScaler under ``--amp fp16``.
 
-        A loss that needs no gradient (a constant: no sample of this rank contributed) is
-        skipped; under torchrun the rank then joins the average with zero gradients."""
+        A loss that needs no gradient (a constant: no sample contributed) is skipped. Under
+        torchrun that would leave the other ranks waiting in DistributedDataParallel's all-reduce,
+        so it is an error there: a rank without data for a step backpropagates ``0 * loss``."""
         if not (torch.is_tensor(loss) and loss.requires_grad):
+            if distributed.active():
+                raise RuntimeError('under torchrun every rank must backpropagate through the same networks '
+                                   'in a step (DistributedDataParallel all-reduces in backward); a rank '
+                                   'without data for this step should backpropagate 0 * its loss')
             return
         scaler = self.scaler_for(optimizer) if optimizer is not None else None
         if scaler is not None and scaler.is_enabled():
@@ -225,7 +234,8 @@ class BaseModel(ABC):
         (default) raises :class:`NonFiniteLoss` before any update; ``skip`` clears the gradients,
         leaves the weights and the optimizer state untouched, counts ``self.skipped_steps`` and
         returns False. Under ``--amp fp16`` the step goes through the optimizer's GradScaler
-        (which itself skips steps whose scaled gradients overflowed). Returns True when stepped."""
+        (which itself skips steps whose scaled gradients overflowed). The gradients are already
+        averaged over the ranks (DistributedDataParallel). Returns True when stepped."""
         self.guarded_steps += 1
         bad = _first_nonfinite(self._named_losses(losses))
         if distributed.any_rank(bad is not None, self.device):
@@ -235,22 +245,17 @@ class BaseModel(ABC):
             self.skipped_steps += 1
             return False
         scaler = self.scaler_for(optimizer)
-        if distributed.active():
-            distributed.allreduce_grads(_params(optimizer), self.device)
-            self._synced.add(id(optimizer))
-        try:
-            if scaler is not None and scaler.is_enabled():
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-        finally:
-            self._synced.discard(id(optimizer))
+        if scaler is not None and scaler.is_enabled():
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         return True
 
     def any_rank(self, flag):
         """True when ``flag`` is true on any rank (models use it to take a step on every rank
-        together, e.g. when only some ranks have data for it); ``flag`` itself without torchrun."""
+        together, e.g. when only some ranks have data for it); ``flag`` itself without torchrun.
+        ``flag`` may be a list of flags: a list of answers (one collective)."""
         return distributed.any_rank(flag, self.device)
 
     def _named_losses(self, losses):
@@ -261,11 +266,6 @@ class BaseModel(ABC):
         if isinstance(losses, dict):
             return losses
         return {name: getattr(self, 'loss_' + name) for name in losses if hasattr(self, 'loss_' + name)}
-
-    def _average_gradients_hook(self, optimizer, args, kwargs):
-        """Optimizer step pre-hook under torchrun: average the gradients unless ``step`` did."""
-        if id(optimizer) not in self._synced:
-            distributed.allreduce_grads(_params(optimizer), self.device)
 
     # ------------------------------------------------------------------ checkpoints
     def network_path(self, epoch, name):
@@ -300,8 +300,8 @@ class BaseModel(ABC):
             [(f'net{n}.{k}', p) for n, net in self.nets() for k, p in unwrap(net).named_parameters()], self.device)
         if diverged:
             raise RuntimeError(f'the ranks hold different weights ({", ".join(diverged[:4])}...): a training step '
-                               'updated them without averaging gradients; take optimizer steps through '
-                               'BaseModel.step (or optimizer.step after BaseModel.setup).')
+                               'updated them without averaged gradients; call the networks set up by '
+                               'BaseModel.setup (DistributedDataParallel) in every step on every rank.')
         per_rank = distributed.gather_to_main(self.rank_state())
         if not distributed.is_main(self.opt):
             return
@@ -436,10 +436,6 @@ def _detached(value):
 
 def _is_function(f):
     return isinstance(f, types.FunctionType)
-
-
-def _params(optimizer):
-    return [p for group in optimizer.param_groups for p in group['params']]
 
 
 def _first_nonfinite(named):

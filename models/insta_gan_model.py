@@ -6,6 +6,7 @@ import torch
 
 from models import networks
 from models.base_model import BaseModel
+from util import distributed
 from util.image_pool import ImagePool
 
 
@@ -162,12 +163,25 @@ class InstaGANModel(BaseModel):
         """Pass ``i`` of the sequential translation, on the samples that have instances in it.
 
         Sets ``self.p`` (the pass's tensors for the losses) and updates the current images, the
-        merged masks and the visuals. Gradients flow through this pass only."""
+        merged masks and the visuals. Gradients flow through this pass only.
+
+        Under torchrun (training), a side that has no instance in this pass on this rank but has
+        some on another rank runs anyway on its first sample as a *stand-in* (``p['stand_in_A']``):
+        its losses are multiplied by 0 and it changes no state, so that every rank makes the same
+        backward calls (DistributedDataParallel's all-reduce) and adds zero gradients."""
         self.p = None   # free the previous pass's graph before this pass allocates
         sl = self.pass_slice(i)
         segs_A, segs_B = self.real_A_segs[:, sl], self.real_B_segs[:, sl]
         ia = is_nonempty(segs_A).any(1).nonzero().squeeze(1)    # active samples of each side
         ib = is_nonempty(segs_B).any(1).nonzero().squeeze(1)
+        run_A, run_B = len(ia) > 0, len(ib) > 0
+        stand_in_A = stand_in_B = False
+        if self.isTrain and torch.is_grad_enabled() and distributed.active():
+            run_A, run_B = self.any_rank([run_A, run_B])
+            first = torch.zeros(1, dtype=torch.long, device=ia.device)
+            stand_in_A, stand_in_B = run_A and not len(ia), run_B and not len(ib)
+            ia = first if stand_in_A else ia
+            ib = first if stand_in_B else ib
         real_A_sng = torch.cat([self.cur_A_img, segs_A], 1)[ia]
         real_B_sng = torch.cat([self.cur_B_img, segs_B], 1)[ib]
         out = self.run_generators(real_A_sng, real_B_sng, with_idt)
@@ -177,10 +191,15 @@ class InstaGANModel(BaseModel):
         fake_B_mul[:, sl] = out['fake_B'][:, 3:]
         fake_A_mul = self.fake_A_segs[ib].clone()
         fake_A_mul[:, sl] = out['fake_A'][:, 3:]
-        self.p = dict(out, ia=ia, ib=ib, real_A_sng=real_A_sng, real_B_sng=real_B_sng,
+        self.p = dict(out, ia=ia, ib=ib, real_A_sng=real_A_sng, real_B_sng=real_B_sng, run_A=run_A, run_B=run_B,
+                      stand_in_A=stand_in_A, stand_in_B=stand_in_B,
                       fake_B_mul=torch.cat([out['fake_B'][:, :3], fake_B_mul], 1),
                       fake_A_mul=torch.cat([out['fake_A'][:, :3], fake_A_mul], 1))
         # carry state to the next pass (inactive samples keep their image and empty masks)
+        if stand_in_A:
+            ia, out = ia[:0], dict(out, fake_B=out['fake_B'][:0], rec_A=out['rec_A'][:0])
+        if stand_in_B:
+            ib, out = ib[:0], dict(out, fake_A=out['fake_A'][:0], rec_B=out['rec_B'][:0])
         with torch.no_grad():
             self.cur_A_img = self.cur_A_img.index_copy(0, ia, out['fake_B'][:, :3].detach())
             self.cur_B_img = self.cur_B_img.index_copy(0, ib, out['fake_A'][:, :3].detach())
@@ -222,12 +241,14 @@ class InstaGANModel(BaseModel):
     def generator_losses(self, losses):
         """The G losses of the current pass's active samples, filled into ``losses`` (name -> tensor)."""
         p, o = self.p, self.opt
-        if len(p['ia']):   # G_A: A -> B, judged by D_A; identity of G_B on A images (official naming)
-            losses.update(self.direction_losses(self.netD_A, p['fake_B_mul'], p['real_A_sng'], p['fake_B'],
-                                                p['rec_A'], p['idt_B'], o.lambda_A, ('G_A', 'cyc_A', 'idt_B', 'ctx_A')))
-        if len(p['ib']):
-            losses.update(self.direction_losses(self.netD_B, p['fake_A_mul'], p['real_B_sng'], p['fake_A'],
-                                                p['rec_B'], p['idt_A'], o.lambda_B, ('G_B', 'cyc_B', 'idt_A', 'ctx_B')))
+        if p['run_A']:   # G_A: A -> B, judged by D_A; identity of G_B on A images (official naming)
+            side = self.direction_losses(self.netD_A, p['fake_B_mul'], p['real_A_sng'], p['fake_B'],
+                                         p['rec_A'], p['idt_B'], o.lambda_A, ('G_A', 'cyc_A', 'idt_B', 'ctx_A'))
+            losses.update({k: v * 0 for k, v in side.items()} if p['stand_in_A'] else side)
+        if p['run_B']:
+            side = self.direction_losses(self.netD_B, p['fake_A_mul'], p['real_B_sng'], p['fake_A'],
+                                         p['rec_B'], p['idt_A'], o.lambda_B, ('G_B', 'cyc_B', 'idt_A', 'ctx_B'))
+            losses.update({k: v * 0 for k, v in side.items()} if p['stand_in_B'] else side)
         return losses
 
     def direction_losses(self, netD, fake_mul, real, fake, rec, idt, lam, names):
@@ -248,18 +269,21 @@ class InstaGANModel(BaseModel):
             out[names[3]] = weighted_l1(real[:, :3], fake[:, :3], weight) * lam * o.lambda_ctx
         return out
 
-    def backward_D(self, netD, real, fake, pool):
-        """(real -> 1, pooled fake -> 0) / 2 for one discriminator; backward."""
-        fake = pool.query(fake.detach())
+    def backward_D(self, netD, real, fake, pool, stand_in=False):
+        """(real -> 1, pooled fake -> 0) / 2 for one discriminator; backward. A stand-in (see
+        :meth:`forward`) leaves the pool alone and backpropagates 0 * loss."""
+        fake = fake.detach() if stand_in else pool.query(fake.detach())
         with self.autocast():
             loss = (self.criterionGAN(netD(real), True) + self.criterionGAN(netD(fake), False)) * 0.5
+        if stand_in:
+            loss = loss * 0
         self.backward(loss, self.optimizer_D)
         return loss
 
     def optimize_parameters(self):
         """Sequential mini-batch translation: for each pass, update G then D (through
         ``BaseModel.step``). A pass without instances is skipped; under torchrun only when no rank
-        has any (a rank without them joins the step with zero gradients)."""
+        has any (a rank without them runs a stand-in with zero loss, see :meth:`forward`)."""
         self.start_passes()
         sums = {k: 0.0 for k in self.loss_names}
         counts = {k: 0 for k in self.loss_names}
@@ -268,7 +292,7 @@ class InstaGANModel(BaseModel):
             with self.autocast():
                 self.forward(i, with_idt=with_idt)
             p = self.p
-            if not self.any_rank(len(p['ia']) > 0 or len(p['ib']) > 0):
+            if not (p['run_A'] or p['run_B']):
                 continue
             self.set_requires_grad([self.netD_A, self.netD_B], False)
             self.optimizer_G.zero_grad(set_to_none=True)
@@ -277,12 +301,14 @@ class InstaGANModel(BaseModel):
             self.set_requires_grad([self.netD_A, self.netD_B], True)
             self.optimizer_D.zero_grad(set_to_none=True)
             d_losses = {}
-            if len(p['ia']):
-                d_losses['D_A'] = self.backward_D(self.netD_A, self.real_B, p['fake_B_mul'], self.image_pools['fake_B'])
-            if len(p['ib']):
-                d_losses['D_B'] = self.backward_D(self.netD_B, self.real_A, p['fake_A_mul'], self.image_pools['fake_A'])
+            if p['run_A']:
+                d_losses['D_A'] = self.backward_D(self.netD_A, self.real_B, p['fake_B_mul'], self.image_pools['fake_B'],
+                                                  p['stand_in_A'])
+            if p['run_B']:
+                d_losses['D_B'] = self.backward_D(self.netD_B, self.real_A, p['fake_A_mul'], self.image_pools['fake_A'],
+                                                  p['stand_in_B'])
             self.step(self.optimizer_D, d_losses)
-            ran = {'A': len(p['ia']) > 0, 'B': len(p['ib']) > 0}
+            ran = {'A': p['run_A'] and not p['stand_in_A'], 'B': p['run_B'] and not p['stand_in_B']}
             side = {'G_A': 'A', 'cyc_A': 'A', 'idt_B': 'A', 'ctx_A': 'A', 'D_A': 'A',
                     'G_B': 'B', 'cyc_B': 'B', 'idt_A': 'B', 'ctx_B': 'B', 'D_B': 'B'}
             for k, v in {**g_losses, **d_losses}.items():

@@ -42,8 +42,31 @@ def float64_batches():
     data.CustomDatasetDataLoader.__iter__ = iter64
 
 
-def train_and_record(argv, direct_steps=False):
-    """Train; return (final state dicts, the A image paths of each batch, the initial state dicts)."""
+def make_uneven_root(root):
+    """Two 32 px images per domain with 1 and 3 instances (A) and 3 and 1 (B): with ``--ins_max 4
+    --ins_per 2`` on two ranks (batch 1 each), each rank has one side without instances in the
+    second pass while the other rank has some."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for d, counts in (('A', (1, 3)), ('B', (3, 1))):
+        os.makedirs(os.path.join(root, 'train' + d))
+        os.makedirs(os.path.join(root, 'train' + d + '_seg'))
+        for i, n in enumerate(counts):
+            image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(image).save(os.path.join(root, 'train' + d, f'{i}.png'))
+            for k in range(n):
+                m = np.zeros((32, 32), np.uint8)
+                m[2 + 9 * k:9 + 9 * k, 4 + 6 * k:14 + 6 * k] = 255          # decreasing order is k order
+                m[2 + 9 * k:9 + 9 * k, 4:4 + max(1, 8 - 3 * k)] = 255
+                Image.fromarray(m).save(os.path.join(root, 'train' + d + '_seg', f'{i}_{k}.png'))
+    return root
+
+
+def train_and_record(argv, direct_steps=False, types=None, stand_ins=None):
+    """Train; return (final state dicts, the A image paths of each batch, the initial state dicts).
+    ``types``: a dict filled with each network's wrapper class name; ``stand_ins``: a list filled
+    with InstaGAN's (stand_in_A, stand_in_B) of every pass."""
     import train
     from models.base_model import BaseModel, unwrap
     from options.train_options import TrainOptions
@@ -62,10 +85,19 @@ def train_and_record(argv, direct_steps=False):
         seen.append(list(batch['A_paths']))
         return original(self, batch)
     cls.set_input = spy
+    forward = cls.forward
+    if stand_ins is not None:
+        def record(self, *args, **kwargs):
+            forward(self, *args, **kwargs)
+            if self.p is not None and torch.is_grad_enabled():
+                stand_ins.append((self.p['stand_in_A'], self.p['stand_in_B']))
+        cls.forward = record
     try:
         model = train.train(opt)
     finally:
-        cls.set_input = original
+        cls.set_input, cls.forward = original, forward
+    if types is not None:
+        types.update({n: type(net).__name__ for n, net in model.nets()})
     final = {n: {k: v.clone() for k, v in unwrap(net).state_dict().items()} for n, net in model.nets()}
     return final, seen, initial
 
@@ -79,9 +111,15 @@ def rank_worker(rank, port, root, ck, out):
     from models.base_model import BaseModel
     from util import distributed
     from util.errors import UserInputError
-    result = {}
+    result = {'types': {}}
     for run in RUNS:
-        result[run] = train_and_record(run_argv(root, ck, f'{run}_w2', run, 2))
+        result['types'][run] = {}
+        result[run] = train_and_record(run_argv(root, ck, f'{run}_w2', run, 2), types=result['types'][run])
+    # InstaGAN where each rank lacks instances on one side in the second pass
+    result['uneven_stand_ins'] = []
+    uneven = [*run_argv(os.path.join(out, 'uneven'), ck, 'uneven_w2', 'insta_gan', 2), '--ins_max', '4',
+              '--ins_per', '2']
+    result['uneven'] = train_and_record(uneven, stand_ins=result['uneven_stand_ins'])
     step = BaseModel.step
     try:
         result['direct'] = train_and_record(run_argv(root, ck, 'direct_w2', 'cycle_gan', 2), direct_steps=True)
@@ -117,6 +155,7 @@ def runs(shapes_root, tmp_path_factory):
     threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
     torch.set_num_threads(1)
     try:
+        make_uneven_root(str(tmp / 'uneven'))
         mp.start_processes(rank_worker, args=(free_port(), shapes_root, ck, str(tmp)), nprocs=2,
                            start_method='fork')
         ranks = [torch.load(tmp / f'rank{r}.pth', weights_only=False) for r in range(2)]
@@ -158,8 +197,28 @@ def test_two_ranks_end_with_the_weights_of_one_process_on_the_global_batch(runs,
         assert max((w0[net][k] - start0[net][k]).abs().max() for k in w0[net]) > 1e-4, net
 
 
+def test_networks_are_wrapped_in_distributed_data_parallel(runs):
+    ranks, _, _ = runs
+    for r in ranks:
+        for run in RUNS:
+            assert set(r['types'][run].values()) == {'DistributedDataParallel'}, (run, r['types'][run])
+
+
+def test_insta_gan_rank_without_instances_in_a_pass_runs_a_stand_in_and_stays_in_step(runs):
+    """Second pass: rank 0 has no A instance, rank 1 no B instance. Each runs that side as a zero-loss
+    stand-in (DDP's all-reduce needs every rank's backward); the ranks end with identical weights."""
+    ranks, _, _ = runs
+    flags = [r['uneven_stand_ins'] for r in ranks]
+    assert len(flags[0]) == len(flags[1]) == 2          # 1 iteration (2 images, 2 ranks) x 2 passes
+    assert {f for f in flags[0] + flags[1] if any(f)} == {(True, False), (False, True)}
+    (w0, _, start0), (w1, _, _) = ranks[0]['uneven'], ranks[1]['uneven']
+    for net in w0:
+        assert all(torch.equal(w0[net][k], w1[net][k]) for k in w0[net]), net
+        assert max((w0[net][k] - start0[net][k]).abs().max() for k in w0[net]) > 1e-4, net
+
+
 def test_models_that_call_optimizer_step_themselves_are_averaged_too(runs):
-    """The optimizer pre-hook averages gradients when a model bypasses BaseModel.step."""
+    """DDP averages the gradients in backward, so a model that bypasses BaseModel.step is averaged too."""
     ranks, single, _ = runs
     w0, w1 = ranks[0]['direct'][0], ranks[1]['direct'][0]
     for net in w0:

@@ -3,16 +3,11 @@
 ``torchrun --nproc_per_node=N train.py ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; we use NCCL on
 GPUs and gloo on CPU. Only rank 0 prints, plots, writes HTML and checkpoints.
 
-Why gradients are all-reduced by hand instead of wrapping networks in DistributedDataParallel:
-a GAN step calls a generator several times before one backward (CycleGAN: G_A on real_A and on
-fake_A, plus identity; InstaGAN: every pass, with a batch of varying size), calls the
-discriminator inside the generator's step with its parameters frozen (``requires_grad=False``),
-and InstaGAN leaves a network out of a pass when no sample of the rank has instances in it. DDP's
-reducer expects one forward per backward and a fixed set of parameters receiving gradients, so it
-needs ``find_unused_parameters``, ``static_graph`` and ``no_sync`` tricks that still fail on
-frozen discriminators. Averaging the gradients once per optimizer step (:func:`allreduce_grads`,
-one flattened all-reduce per ~64 MB bucket) is exact for any number of forwards, costs the same
-bytes as DDP, and only gives up DDP's overlap of communication with the backward pass.
+Training networks are wrapped in ``DistributedDataParallel`` (:func:`wrap_ddp`), which averages
+gradients during backward, overlapped with it, bucket by bucket. The GANs here call a network
+several times before one backward and freeze the discriminator during the generator's step; both
+are fine with DDP as long as every rank makes the same backward calls through the same networks
+and every parameter of a network reached by a backward gets a gradient (see models/base_model.py).
 """
 import os
 import random
@@ -20,8 +15,6 @@ import random
 import numpy as np
 import torch
 import torch.distributed as dist
-
-BUCKET_BYTES = 64 * 2 ** 20
 
 
 def init_distributed(opt):
@@ -71,63 +64,37 @@ def _comm_device(device):
 
 
 def any_rank(flag, device='cpu'):
-    """True on every rank when ``flag`` is true on at least one (False without a process group)."""
-    if not active():
-        return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device=_comm_device(device))
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    """True on every rank when ``flag`` is true on at least one (``bool(flag)`` without a process
+    group). ``flag`` may be a list of flags: returns the list of answers, in one all-reduce."""
+    many = isinstance(flag, (list, tuple))
+    flags = [bool(f) for f in flag] if many else [bool(flag)]
+    if active():
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=_comm_device(device))
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        flags = [v > 0 for v in t.tolist()]
+    return flags if many else flags[0]
 
 
-def allreduce_grads(params, device='cpu'):
-    """Average the gradients of ``params`` over the ranks, in place.
+def wrap_ddp(net, device):
+    """``net`` in DistributedDataParallel: rank 0's parameters and buffers copied to every rank now,
+    gradients averaged over the ranks in every backward.
 
-    A parameter that got a gradient on some rank but not on this one (e.g. a network that this
-    rank's samples did not use) takes part with zeros, so every rank ends with the same gradient;
-    one that got none on any rank keeps ``grad=None`` (the optimizer then leaves it alone, as
-    without distribution). Gradients are flattened into buckets of about 64 MB per dtype."""
-    if not active():
-        return
-    params = [p for p in params if p.requires_grad or p.grad is not None]
-    if not params:
-        return
-    comm = _comm_device(device)
-    has = torch.tensor([float(p.grad is not None) for p in params], device=comm)
-    dist.all_reduce(has, op=dist.ReduceOp.MAX)
-    world = dist.get_world_size()
-    buckets, size, key = [], 0, None
-    for p, h in zip(params, has.tolist()):
-        if h == 0:
-            continue
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        k = (p.grad.dtype, p.grad.device)
-        if not buckets or k != key or size >= BUCKET_BYTES:
-            buckets.append([])
-            size, key = 0, k
-        buckets[-1].append(p.grad)
-        size += p.grad.numel() * p.grad.element_size()
-    for grads in buckets:
-        flat = torch.cat([g.reshape(-1) for g in grads]).to(comm)
-        dist.all_reduce(flat)
-        flat /= world
-        offset = 0
-        for g in grads:
-            n = g.numel()
-            g.copy_(flat[offset:offset + n].view_as(g).to(g.device))   # copy_ keeps g's memory format
-            offset += n
-
-
-def broadcast_module(net, src=0, device='cpu'):
-    """Copy ``net``'s parameters and buffers from rank ``src`` to every rank (initial weights)."""
-    if not active():
-        return
+    Buffers are not re-broadcast before each forward (``broadcast_buffers=False``): spectral-norm
+    vectors evolve identically on every rank from identical weights and the same calls, and
+    BatchNorm running statistics are averaged when a checkpoint is written
+    (:func:`average_batchnorm_stats`). DDP then copies only the parameters at construction, so the
+    buffers (e.g. the random initial spectral-norm vectors) are broadcast here first."""
+    from torch.nn.parallel import DistributedDataParallel
+    device = torch.device(device)
     comm = _comm_device(device)
     with torch.no_grad():
-        for t in list(net.parameters()) + list(net.buffers()):
+        for t in net.buffers():
             buf = t.detach().to(comm).contiguous()
-            dist.broadcast(buf, src)
+            dist.broadcast(buf, 0)
             t.copy_(buf.to(t.device))
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == 'cuda' else None
+    return DistributedDataParallel(net, device_ids=ids, broadcast_buffers=False)
 
 
 def average_batchnorm_stats(net, device='cpu'):
