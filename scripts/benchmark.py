@@ -46,6 +46,12 @@ where the training options lack one). ``train_conv_dtype`` / ``test_conv_dtype``
 output dtype of the first generator convolution during the timed calls, i.e. whether ``--amp``
 took effect.
 
+``--nproc N`` runs N processes with DistributedDataParallel (gloo on CPU, NCCL with one GPU each),
+as ``torchrun --nproc_per_node=N train.py`` trains: each process takes ``--batch_size`` samples
+(different synthetic batches) and ``--threads`` threads (default: the CPU cores divided by N).
+The record is rank 0's, with ``samples_per_s = N * batch_size / s_per_iter`` (the steps are
+synchronised by the gradient all-reduce), ``nproc``, and ``peak_mem_mb`` per process.
+
 ``--impl official`` (insta_gan, batch 1 only) times ``scripts/official_reference.py``: OUR
 re-implementation of the official code's execution structure (per-slot loops, six separate
 generator calls a pass) with our networks' weights -- not the official code.
@@ -99,7 +105,10 @@ def build_parser():
     p.add_argument('--warmup', type=int, default=2, help='untimed calls before timing')
     p.add_argument('--phase', default='both', choices=['both', 'train', 'test'])
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=['cpu', 'cuda'])
-    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch.set_num_threads (default: torch default; with --nproc: cores / nproc)')
+    p.add_argument('--nproc', type=int, default=1,
+                   help='processes (DistributedDataParallel; gloo on CPU, one GPU each on CUDA)')
     p.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'])
     p.add_argument('--channels_last', action='store_true')
     p.add_argument('--compile', action='store_true')
@@ -129,6 +138,11 @@ def parse_args(argv=None):
                      '(the official code mixes samples or crashes at batch > 1)')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device here; use --device cpu')
+    if args.nproc < 1 or (args.nproc > 1 and args.impl == 'official'):
+        parser.error('--nproc must be >= 1, and 1 with --impl official (the official code has no multi-process mode)')
+    if args.device == 'cuda' and args.nproc > torch.cuda.device_count():
+        parser.error(f'--nproc {args.nproc}: only {torch.cuda.device_count()} CUDA devices here')
+    args.rank = 0
     return args
 
 
@@ -271,7 +285,7 @@ def build_insta_gan(args, device, tmp):
     structure around it) has set_input / optimize_parameters / test."""
     from models import create_model
     argv = ['--model', 'insta_gan', '--dataroot', 'synthetic', '--name', 'benchmark', '--checkpoints_dir', tmp,
-            '--gpu_ids', '0' if device.type == 'cuda' else '-1', '--num_threads', '0',
+            '--gpu_ids', str(device.index or 0) if device.type == 'cuda' else '-1', '--num_threads', '0',
             '--crop_size', str(args.crop_size), '--load_size', str(args.crop_size),
             '--ngf', str(args.ngf), '--ndf', str(args.ndf), '--batch_size', str(args.batch_size),
             '--ins_max', str(args.ins_max), '--ins_per', str(args.ins_per), '--seed', str(args.seed)]
@@ -282,7 +296,8 @@ def build_insta_gan(args, device, tmp):
     if args.impl == 'official':
         from scripts.official_reference import OfficialStructureInstaGAN
         stepper = OfficialStructureInstaGAN(model)
-    batch = synthetic_instance_batch(args.batch_size, args.crop_size, args.n_instances, args.ins_max, args.seed)
+    batch = synthetic_instance_batch(args.batch_size, args.crop_size, args.n_instances, args.ins_max,
+                                     args.seed + args.rank)
     return stepper, model, batch, batch
 
 
@@ -292,7 +307,7 @@ def build_alphagan(args, device, tmp):
     if not (ROOT / 'models' / 'alphagan_model.py').is_file():
         raise SystemExit('--model alphagan: models/alphagan_model.py does not exist in this tree')
     argv = ['--model', 'alphagan', '--dataroot', 'synthetic', '--name', 'benchmark', '--checkpoints_dir', tmp,
-            '--gpu_ids', '0' if device.type == 'cuda' else '-1', '--num_threads', '0',
+            '--gpu_ids', str(device.index or 0) if device.type == 'cuda' else '-1', '--num_threads', '0',
             '--crop_size', str(args.crop_size), '--load_size', str(args.crop_size),
             '--ndf', str(args.ndf), '--batch_size', str(args.batch_size), '--seed', str(args.seed)]
     with _quiet():
@@ -300,7 +315,7 @@ def build_alphagan(args, device, tmp):
         model.setup(model.opt)
 
     def batch(size):
-        b = synthetic_matting_batch(args.batch_size, size, args.seed)
+        b = synthetic_matting_batch(args.batch_size, size, args.seed + args.rank)
         b['path'] = [f'synthetic_{i}.png' for i in range(args.batch_size)]
         return b
     return model, model, batch(args.crop_size), batch(args.test_size)
@@ -319,7 +334,7 @@ def run_one(args):
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device('cuda:0' if args.device == 'cuda' else 'cpu')
+    device = torch.device(f'cuda:{args.rank}' if args.device == 'cuda' else 'cpu')
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         build = build_insta_gan if args.model == 'insta_gan' else build_alphagan
@@ -360,23 +375,61 @@ def run_one(args):
                           cpu_s_per_iter=t['cpu_med'], samples_per_s=args.batch_size / med,
                           peak_mem_mb=round(mem['peak_mem_mb'], 1), peak_mem_exact=mem['exact'],
                           train_conv_dtype=dtypes[-1] if dtypes else None)
+    if args.nproc > 1:
+        record['nproc'] = args.nproc
+        for key in ('samples_per_s', 'test_images_per_s'):
+            if key in record:
+                record[key + '_per_process'] = record[key]
+                record[key] = record[key] * args.nproc
     record['peak_rss_mb'] = round(_maxrss_mb(), 1)
     record['loadavg_after'] = [round(v, 2) for v in os.getloadavg()]
     record['malloc_mmap_threshold'] = os.environ.get('MALLOC_MMAP_THRESHOLD_')
     record['options'] = {k: getattr(args, k) for k in (
         'crop_size', 'test_size', 'ngf', 'ndf', 'batch_size', 'ins_max', 'ins_per', 'n_instances',
-        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'seed', 'train_options')}
+        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'seed', 'nproc', 'train_options')}
     if args.model == 'alphagan':
         for k in ('ngf', 'ins_max', 'ins_per', 'n_instances'):
             record['options'].pop(k)
     return record
 
 
+def _rank_worker(rank, args, port, out):
+    """One process of ``--nproc``: join the process group, then :func:`run_one` (DDP-wrapped
+    networks, as under torchrun); rank 0 writes its record to ``out``."""
+    import torch.distributed as dist
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(args.nproc),
+                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    if args.device == 'cuda':
+        torch.cuda.set_device(rank)
+    dist.init_process_group('nccl' if args.device == 'cuda' else 'gloo')
+    try:
+        args.rank = rank
+        args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.nproc)
+        record = run_one(args)
+        if rank == 0:
+            Path(out).write_text(json.dumps(record))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_multi(args):
+    """``--nproc`` > 1: spawn the processes; rank 0's record."""
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, 'record.json')
+        mp.start_processes(_rank_worker, args=(args, port, out), nprocs=args.nproc, start_method='spawn')
+        return json.loads(Path(out).read_text())
+
+
 # ----------------------------------------------------------------------------- sweeps
 def to_argv(args, **overrides):
     """Command line for one configuration (the sweep options dropped)."""
     values = {k: v for k, v in vars(args).items()
-              if k not in ('sweep', 'sweep_values', 'repeat', 'table', 'train_options')}
+              if k not in ('sweep', 'sweep_values', 'repeat', 'table', 'train_options', 'rank')}
     values.update(overrides)
     argv = []
     for k, v in values.items():
@@ -473,7 +526,7 @@ def main(argv=None):
     if args.sweep:
         run_sweep(args)
     else:
-        print(json.dumps(run_one(args)), flush=True)
+        print(json.dumps(run_multi(args) if args.nproc > 1 else run_one(args)), flush=True)
 
 
 if __name__ == '__main__':

@@ -49,6 +49,19 @@ def test_benchmark_prints_one_json_line_with_speed_and_memory(tmp_path):
     assert len(rec['loadavg_1_5_15']) == 3
 
 
+def test_benchmark_nproc_trains_in_two_ddp_processes(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'scripts', 'benchmark.py'), '--model', 'insta_gan', '--device', 'cpu',
+         '--crop_size', '32', '--ngf', '4', '--batch_size', '1', '--ins_max', '2', '--ins_per', '1',
+         '--iters', '2', '--warmup', '1', '--phase', 'train', '--nproc', '2', '--n_blocks', '1'],
+        capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rec = json.loads([ln for ln in proc.stdout.splitlines() if ln.strip()][-1])
+    assert rec['nproc'] == 2 and rec['threads'] == max(1, os.cpu_count() // 2)
+    assert rec['samples_per_s'] == pytest.approx(2 * rec['samples_per_s_per_process'])
+    assert rec['samples_per_s_per_process'] == pytest.approx(1 / rec['s_per_iter'])
+
+
 def test_per_slot_generator_equals_batched_generator_at_batch_1():
     torch.manual_seed(0)
     net = networks.define_G(3, 3, 4, 'set', norm='instance')
