@@ -49,7 +49,9 @@ def batch_of(counts_A, counts_B, size=32, seed=0):
 
 def test_official_checkpoints_reproduce_the_official_sequential_translation(shared_dir, tmp_path):
     """Official-format G_A/G_B files load through load_networks, and test-time sequential
-    mini-batch translation (ins_per 2, 2 passes) reproduces every official output to 1e-5."""
+    mini-batch translation (ins_per 2, 2 passes) reproduces every official output: to 1e-5, or,
+    where the official float32 output is itself further than that from the exact (float64) result,
+    to within 1e-5 of its own error."""
     case = torch.load(os.path.join(shared_dir, FIX, 'case.pth'), weights_only=True)
     (tmp_path / 'off').mkdir()
     for net in ('G_A', 'G_B'):
@@ -65,14 +67,25 @@ def test_official_checkpoints_reproduce_the_official_sequential_translation(shar
     assert torch.equal(model.real_A, case['inputs']['real_A'])   # same instance selection
     model.test()
     out = case['outputs']
-    # fake_*: outputs of the generator chain of each pass; rec_*: one more generator deep, and the
-    # merged masks add up to 4 soft masks, so float32 noise reaches 2.6e-5 there (measured; one
-    # unexplained run failed a 5e-5 bound, hence 1e-4, still far below any real difference).
-    for name in ('fake_B_img', 'fake_B_seg', 'fake_A_img', 'fake_A_seg'):
-        assert torch.allclose(getattr(model, name), out[name], atol=1e-5), name
-    for name in ('rec_A_img', 'rec_A_seg', 'rec_B_img'):
-        err = (getattr(model, name) - out[name]).abs().max()
-        assert err < 1e-4, (name, float(err))
+    names = ('fake_B_img', 'fake_B_seg', 'fake_A_img', 'fake_A_seg', 'rec_A_img', 'rec_A_seg', 'rec_B_img')
+    ours = {n: getattr(model, n).clone() for n in names}
+    # The exact values of the same computation (float64): the official float32 outputs themselves
+    # are off by up to 2.4e-5 there on rec_* (two generators deep, 4 soft masks merged), so no
+    # float32 code can promise 1e-5 on those; it is promised wherever the official output is exact
+    # to 1e-5, and elsewhere within 1e-5 of the official output's own float32 error.
+    model.netG_A.double(), model.netG_B.double()
+    model.set_input({k: v.double() if torch.is_tensor(v) else v for k, v in inputs.items()})
+    model.test()
+    for name in names:
+        exact = getattr(model, name)
+        official_noise = float((out[name].double() - exact).abs().max())
+        assert official_noise < 5e-5, (name, official_noise)      # the official algorithm is ours
+        err = float((ours[name] - out[name]).abs().max())
+        assert err <= max(1e-5, official_noise + 1e-5), (name, err, official_noise)
+        assert float((ours[name].double() - exact).abs().max()) < 5e-5, name
+    model.netG_A.float(), model.netG_B.float()
+    model.set_input(inputs)
+    model.test()
     # B has 2 instances, so the second pass has none: the official code then re-appends the first
     # pass's stale reconstructed masks and merges them twice (soft values counted double). Here
     # each instance counts once; the official figure is ours with that duplicate.
