@@ -82,7 +82,7 @@ def train_and_record(argv, direct_steps=False, types=None, stand_ins=None):
     def spy(self, batch):
         if not seen:
             initial.update({n: {k: v.clone() for k, v in unwrap(net).state_dict().items()} for n, net in self.nets()})
-        seen.append(list(batch['A_paths']))
+        seen.append(list(batch['A_paths'] if 'A_paths' in batch else batch['path']))
         return original(self, batch)
     cls.set_input = spy
     forward = cls.forward
@@ -120,6 +120,14 @@ def rank_worker(rank, port, root, ck, out):
     uneven = [*run_argv(os.path.join(out, 'uneven'), ck, 'uneven_w2', 'insta_gan', 2), '--ins_max', '4',
               '--ins_per', '2']
     result['uneven'] = train_and_record(uneven, stand_ins=result['uneven_stand_ins'])
+    # AlphaGAN (ResNet-50 encoder): 2 steps at 64 px
+    result['types']['alphagan'] = {}
+    matting = ['--dataroot', os.path.join(out, 'matting'), '--checkpoints_dir', ck, '--name', 'alphagan_w2',
+               '--model', 'alphagan', '--crop_size', '64', '--crop_sizes', '64', '--ndf', '8', '--gpu_ids', '-1',
+               '--num_threads', '0', '--seed', '0', '--n_epochs', '1', '--n_epochs_decay', '0',
+               '--max_iters_per_epoch', '2', '--print_freq', '1000', '--display_freq', '1000', '--no_html',
+               '--serial_batches', '--batch_size', '1']
+    result['alphagan'] = train_and_record(matting, types=result['types']['alphagan'])
     step = BaseModel.step
     try:
         result['direct'] = train_and_record(run_argv(root, ck, 'direct_w2', 'cycle_gan', 2), direct_steps=True)
@@ -156,6 +164,8 @@ def runs(shapes_root, tmp_path_factory):
     torch.set_num_threads(1)
     try:
         make_uneven_root(str(tmp / 'uneven'))
+        from datasets.make_matting_dataset import make_matting_dataset
+        make_matting_dataset(str(tmp / 'matting'), n_train=4, n_test=1, n_bg=2, size=48, seed=0)
         mp.start_processes(rank_worker, args=(free_port(), shapes_root, ck, str(tmp)), nprocs=2,
                            start_method='fork')
         ranks = [torch.load(tmp / f'rank{r}.pth', weights_only=False) for r in range(2)]
@@ -200,8 +210,17 @@ def test_two_ranks_end_with_the_weights_of_one_process_on_the_global_batch(runs,
 def test_networks_are_wrapped_in_distributed_data_parallel(runs):
     ranks, _, _ = runs
     for r in ranks:
-        for run in RUNS:
+        for run in [*RUNS, 'alphagan']:
             assert set(r['types'][run].values()) == {'DistributedDataParallel'}, (run, r['types'][run])
+
+
+def test_alphagan_trains_in_two_processes_with_identical_weights(runs):
+    ranks, _, _ = runs
+    (w0, seen0, start0), (w1, seen1, _) = ranks[0]['alphagan'], ranks[1]['alphagan']
+    assert len(seen0) == len(seen1) == 2 and all(a != b for a, b in zip(seen0, seen1))
+    for net in w0:
+        assert all(torch.equal(w0[net][k], w1[net][k]) for k in w0[net]), net
+        assert max((w0[net][k] - start0[net][k]).abs().max() for k in w0[net]) > 1e-4, net
 
 
 def test_insta_gan_rank_without_instances_in_a_pass_runs_a_stand_in_and_stays_in_step(runs):
