@@ -245,8 +245,8 @@ class AlphaGANModel(BaseModel):
         self.backward(self.loss_D, self.optimizer_D)
 
     def optimize_parameters(self):
-        """G step, then D step, each through ``BaseModel.step`` (non-finite check, gradient averaging
-        under torchrun, GradScaler under --amp fp16)."""
+        """G step, then D step, each through ``BaseModel.step`` (non-finite check, GradScaler under
+        --amp fp16; under torchrun DistributedDataParallel averages the gradients in backward)."""
         self.forward()
         self.set_requires_grad(self.netD, False)
         self.optimizer_G.zero_grad()

@@ -10,7 +10,7 @@ handling and multi-process training without model code of its own::
     with self.autocast():                     # --amp bf16|fp16 (no-op otherwise)
         loss = ...
     self.backward(loss, self.optimizer_G)     # scaled by the optimizer's GradScaler under fp16
-    self.step(self.optimizer_G, {'G_A': self.loss_G_A, ...})   # check, all-reduce, step
+    self.step(self.optimizer_G, {'G_A': self.loss_G_A, ...})   # check (on every rank), step
 
 ``step`` refuses to step on a non-finite loss (``--nan_policy stop`` raises :class:`NonFiniteLoss`
 before the update; ``skip`` leaves that optimizer's weights and state untouched and counts the
@@ -229,8 +229,8 @@ class BaseModel(ABC):
 
         ``losses``: what the gradients came from, to check first: a dict name -> tensor or float,
         a list of loss names (attributes ``loss_<name>``), one tensor, or None. Under torchrun
-        the decision is taken together (a bad loss on one rank skips or stops every rank) and
-        the gradients are averaged over the ranks. Non-finite loss: ``--nan_policy stop``
+        the decision is taken together (a bad loss on one rank skips or stops every rank).
+        Non-finite loss: ``--nan_policy stop``
         (default) raises :class:`NonFiniteLoss` before any update; ``skip`` clears the gradients,
         leaves the weights and the optimizer state untouched, counts ``self.skipped_steps`` and
         returns False. Under ``--amp fp16`` the step goes through the optimizer's GradScaler
