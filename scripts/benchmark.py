@@ -12,6 +12,7 @@ markdown table of the medians over ``--repeat`` runs)::
     python scripts/benchmark.py --sweep batch --sweep_values 1,2,4,8 --table
     python scripts/benchmark.py --sweep ins_max --sweep_values 2,4,8 --ins_per 2   # + one-pass rows
     python scripts/benchmark.py --sweep impl --repeat 3 --table                    # ours vs official
+    python scripts/benchmark.py --sweep nproc --sweep_values 1,2 --batch_size 2 --table   # DDP processes
     python scripts/benchmark.py --sweep amp | channels_last | alphagan
 
 What is measured:
@@ -80,7 +81,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-SWEEPS = ('batch', 'ins_max', 'amp', 'channels_last', 'impl', 'alphagan')
+SWEEPS = ('batch', 'ins_max', 'amp', 'channels_last', 'impl', 'nproc', 'alphagan')
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -116,7 +117,7 @@ def build_parser():
     p.add_argument('--sweep', default=None, choices=SWEEPS,
                    help='run configurations, each in a fresh subprocess, one JSON line each')
     p.add_argument('--sweep_values', default=None,
-                   help='comma-separated values (batch: 1,2,4,8; ins_max: 2,4,8; amp: none,bf16[,fp16])')
+                   help='comma-separated values (batch: 1,2,4,8; ins_max: 2,4,8; nproc: 1,2; amp: none,bf16[,fp16])')
     p.add_argument('--repeat', type=int, default=1, help='sweep: run every configuration this many times '
                                                           '(interleaved)')
     p.add_argument('--table', action='store_true', help='sweep: also print a markdown table of the medians')
@@ -459,6 +460,9 @@ def sweep_configs(args):
         return [(f'amp {v}', {'amp': v}) for v in (vals or default)]
     if s == 'channels_last':
         return [('contiguous', {'channels_last': False}), ('channels_last', {'channels_last': True})]
+    if s == 'nproc':
+        return [(f'{v} process{"es" if int(v) > 1 else ""} x batch {args.batch_size}', {'nproc': int(v)})
+                for v in (vals or [1, 2])]
     if s == 'impl':
         return [(f'{v} (batch 1)', {'impl': v, 'batch_size': 1}) for v in ('ours', 'official')]
     if s == 'alphagan':
