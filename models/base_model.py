@@ -230,10 +230,9 @@ class BaseModel(ABC):
         ``losses``: what the gradients came from, to check first: a dict name -> tensor or float,
         a list of loss names (attributes ``loss_<name>``), one tensor, or None. Under torchrun
         the decision is taken together (a bad loss on one rank skips or stops every rank).
-        Non-finite loss: ``--nan_policy stop``
-        (default) raises :class:`NonFiniteLoss` before any update; ``skip`` clears the gradients,
-        leaves the weights and the optimizer state untouched, counts ``self.skipped_steps`` and
-        returns False. Under ``--amp fp16`` the step goes through the optimizer's GradScaler
+        Non-finite loss: ``--nan_policy stop`` (default) raises :class:`NonFiniteLoss` before any
+        update; ``skip`` clears the gradients, leaves the weights and the optimizer state
+        untouched, counts ``self.skipped_steps`` and returns False. Under ``--amp fp16`` the step goes through the optimizer's GradScaler
         (which itself skips steps whose scaled gradients overflowed). The gradients are already
         averaged over the ranks (DistributedDataParallel). Returns True when stepped."""
         self.guarded_steps += 1
