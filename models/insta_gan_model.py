@@ -10,6 +10,11 @@ from util import distributed
 from util.image_pool import ImagePool
 
 
+# the side (A: G_A's direction, B: G_B's) each reported loss belongs to
+LOSS_SIDE = {'G_A': 'A', 'cyc_A': 'A', 'idt_B': 'A', 'ctx_A': 'A', 'D_A': 'A',
+             'G_B': 'B', 'cyc_B': 'B', 'idt_A': 'B', 'ctx_B': 'B', 'D_B': 'B'}
+
+
 def merge_masks(segs):
     """Union of masks: (B, N, H, W) in [-1, 1] -> (B, 1, H, W) in [-1, 1] (official ``merge_masks``)."""
     return (((segs + 1) / 2).sum(1, keepdim=True)).clamp(0, 1) * 2 - 1
@@ -309,10 +314,8 @@ class InstaGANModel(BaseModel):
                                                   p['stand_in_B'])
             self.step(self.optimizer_D, d_losses)
             ran = {'A': p['run_A'] and not p['stand_in_A'], 'B': p['run_B'] and not p['stand_in_B']}
-            side = {'G_A': 'A', 'cyc_A': 'A', 'idt_B': 'A', 'ctx_A': 'A', 'D_A': 'A',
-                    'G_B': 'B', 'cyc_B': 'B', 'idt_A': 'B', 'ctx_B': 'B', 'D_B': 'B'}
             for k, v in {**g_losses, **d_losses}.items():
-                if ran[side[k]]:
+                if ran[LOSS_SIDE[k]]:
                     sums[k] += float(v.detach() if torch.is_tensor(v) else v)
                     counts[k] += 1
         for k in self.loss_names:

@@ -395,14 +395,14 @@ def run_one(args):
 
 
 def _rank_worker(rank, args, port, out):
-    """One process of ``--nproc``: join the process group, then :func:`run_one` (DDP-wrapped
-    networks, as under torchrun); rank 0 writes its record to ``out``."""
-    import torch.distributed as dist
+    """One process of ``--nproc``: join the process group as train.py does under torchrun
+    (:func:`util.distributed.init_distributed`), then :func:`run_one` (DDP-wrapped networks);
+    rank 0 writes its record to ``out``."""
+    from types import SimpleNamespace
+    from util import distributed
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(args.nproc),
                       MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    if args.device == 'cuda':
-        torch.cuda.set_device(rank)
-    dist.init_process_group('nccl' if args.device == 'cuda' else 'gloo')
+    distributed.init_distributed(SimpleNamespace(gpu_ids=[0] if args.device == 'cuda' else []))
     try:
         args.rank = rank
         args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.nproc)
@@ -410,7 +410,7 @@ def _rank_worker(rank, args, port, out):
         if rank == 0:
             Path(out).write_text(json.dumps(record))
     finally:
-        dist.destroy_process_group()
+        distributed.cleanup()
 
 
 def run_multi(args):

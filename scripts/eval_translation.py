@@ -20,6 +20,7 @@ Usage: ``python scripts/eval_translation.py --dataroot datasets/shapes --n_epoch
 eval`` (trains both, then prints a Markdown table and writes ``--json``).
 """
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -36,6 +37,7 @@ from datasets.make_shapes_dataset import colour_score, make_shapes_dataset, shap
 from util.util import atomic_write, tensor2im  # noqa: E402
 
 SATURATION_MIN = 0.25   # output pixels more saturated than this count as instance pixels
+DIRECTIONS = (('A', 'AtoB'), ('B', 'BtoA'))   # (input side, direction)
 
 
 def saturation(img):
@@ -90,12 +92,7 @@ def load_test_batches(dataroot, n_test, opt_args=()):
     opt = TestOptions(['--dataroot', dataroot, '--dataset_mode', 'unaligned_seg', '--num_test', str(n_test),
                        *opt_args]).parse(save=False)
     opt.num_threads, opt.batch_size, opt.serial_batches, opt.no_flip = 0, 1, True, True
-    batches = []
-    for i, batch in enumerate(create_dataset(opt)):
-        if i >= n_test:
-            break
-        batches.append(batch)
-    return opt, batches
+    return opt, list(itertools.islice(create_dataset(opt), n_test))
 
 
 def translate_test_set(model_name, opt_args, dataroot, n_test):
@@ -116,7 +113,7 @@ def translate_test_set(model_name, opt_args, dataroot, n_test):
             else:
                 fakes = {'A': model.netG_A(batch['A'].to(model.device)),
                          'B': model.netG_B(batch['B'].to(model.device))}
-        for side, direction in (('A', 'AtoB'), ('B', 'BtoA')):
+        for side, direction in DIRECTIONS:
             yield direction, tensor2im(batch[side]), tensor2im(fakes[side]), instance_masks(batch, side)
 
 
@@ -145,8 +142,8 @@ def identity_baseline(dataroot, n_test, margin, size=64):
     """The do-nothing translation: zero background change, and the success rate of untouched inputs."""
     _, batches = load_test_batches(dataroot, n_test, ['--model', 'insta_gan', '--gpu_ids', '-1', '--load_size',
                                                  str(size), '--crop_size', str(size)])
-    pairs = ((d, tensor2im(b[side]), tensor2im(b[side]), instance_masks(b, side))
-             for b in batches for side, d in (('A', 'AtoB'), ('B', 'BtoA')))
+    pairs = ((d, real, real, instance_masks(b, side))
+             for b in batches for side, d in DIRECTIONS for real in [tensor2im(b[side])])
     return evaluate_pairs(pairs, margin)
 
 
