@@ -8,6 +8,8 @@ import torch.nn as nn
 from torch.nn import init
 from torch.optim import lr_scheduler
 
+from models.shift_conv import ShiftSumConv2d
+
 
 # ----------------------------------------------------------------------------- helpers
 def get_norm_layer(norm_type='instance'):
@@ -137,7 +139,7 @@ class ResnetGenerator(nn.Module):
             model += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1,
                                          output_padding=1, bias=use_bias),
                       norm_layer(ngf * mult // 2), nn.ReLU(True)]
-        model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
+        model += [nn.ReflectionPad2d(3), ShiftSumConv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*model)
 
     def forward(self, x):

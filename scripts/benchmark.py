@@ -13,6 +13,7 @@ markdown table of the medians over ``--repeat`` runs)::
     python scripts/benchmark.py --sweep ins_max --sweep_values 2,4,8 --ins_per 2   # + one-pass rows
     python scripts/benchmark.py --sweep impl --repeat 3 --table                    # ours vs official
     python scripts/benchmark.py --sweep nproc --sweep_values 1,2 --batch_size 2 --table   # DDP processes
+    python scripts/benchmark.py --sweep shift_sum --repeat 3 --table               # models/shift_conv.py
     python scripts/benchmark.py --sweep amp | channels_last | alphagan
 
 What is measured:
@@ -80,8 +81,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import torch  # noqa: E402
+from models.shift_conv import set_shift_sum  # noqa: E402
 
-SWEEPS = ('batch', 'ins_max', 'amp', 'channels_last', 'impl', 'nproc', 'alphagan')
+SWEEPS = ('batch', 'ins_max', 'amp', 'channels_last', 'shift_sum', 'impl', 'nproc', 'alphagan')
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -113,6 +115,8 @@ def build_parser():
     p.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'])
     p.add_argument('--channels_last', action='store_true')
     p.add_argument('--compile', action='store_true')
+    p.add_argument('--no_shift_sum', action='store_true',
+                   help="plain nn.Conv2d for the generators' one-channel output layer (models/shift_conv.py)")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--sweep', default=None, choices=SWEEPS,
                    help='run configurations, each in a fresh subprocess, one JSON line each')
@@ -340,6 +344,9 @@ def run_one(args):
     with tempfile.TemporaryDirectory() as tmp:
         build = build_insta_gan if args.model == 'insta_gan' else build_alphagan
         stepper, model, batch, test_batch = build(args, device, tmp)
+        if args.no_shift_sum:
+            for _, net in model.nets():
+                set_shift_sum(net, False)
         dtypes = []
         conv = first_conv(model)
         if conv is not None:
@@ -387,7 +394,7 @@ def run_one(args):
     record['malloc_mmap_threshold'] = os.environ.get('MALLOC_MMAP_THRESHOLD_')
     record['options'] = {k: getattr(args, k) for k in (
         'crop_size', 'test_size', 'ngf', 'ndf', 'batch_size', 'ins_max', 'ins_per', 'n_instances',
-        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'seed', 'nproc', 'train_options')}
+        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'no_shift_sum', 'seed', 'nproc', 'train_options')}
     if args.model == 'alphagan':
         for k in ('ngf', 'ins_max', 'ins_per', 'n_instances'):
             record['options'].pop(k)
@@ -458,6 +465,8 @@ def sweep_configs(args):
     if s == 'amp':
         default = ['none', 'bf16'] + (['fp16'] if args.device == 'cuda' else [])
         return [(f'amp {v}', {'amp': v}) for v in (vals or default)]
+    if s == 'shift_sum':
+        return [('shift-sum output layer', {'no_shift_sum': False}), ('nn.Conv2d output layer', {'no_shift_sum': True})]
     if s == 'channels_last':
         return [('contiguous', {'channels_last': False}), ('channels_last', {'channels_last': True})]
     if s == 'nproc':

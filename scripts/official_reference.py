@@ -13,6 +13,8 @@ image pools; only the execution structure differs:
 * Generator (:class:`PerSlotSetGenerator`): the mask encoder and the mask decoder run once per
   mask slot in a Python loop, with one host-side emptiness test per slot (the official
   ``ResnetSetGenerator.forward``); ours runs all masks of the batch in one call each.
+* Mask decoder's last layer: a plain ``nn.Conv2d`` (oneDNN's direct kernel) as in the official
+  code; ours takes the faster CPU path of :class:`models.shift_conv.ShiftSumConv2d`.
 * Discriminator (:class:`PerSlotSetDiscriminator`): likewise one ``feature_seg`` call per slot.
   With spectral norm in train mode each call is one more power iteration, as with the official
   spectral-norm wrapper (the official conversion notes in ``models/official_convert.py``).
@@ -35,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from models.insta_gan_model import merge_masks, weighted_l1
+from models.shift_conv import set_shift_sum
 
 
 def _slot_is_filled(masks, k):
@@ -62,11 +65,15 @@ class PerSlotSetGenerator(nn.Module):
     Input (1, input_nc + N, H, W) in [-1, 1]: image, then N mask slots (all -1 = empty slot).
     Output (1, output_nc + N, H, W) in [-1, 1]: translated image, then per slot the translated
     mask (filled slots) or the input slot unchanged (empty slots).
+
+    Turns off ``net``'s :class:`models.shift_conv.ShiftSumConv2d` path (the official mask decoder
+    ends in a plain ``nn.Conv2d``), so wrap only a network that is timed as the official one.
     """
 
     def __init__(self, net):
         super().__init__()
         self.net = net
+        set_shift_sum(net, False)         # the official code's kernel: plain nn.Conv2d everywhere
 
     def forward(self, inp):
         _check_batch_one(inp, 'PerSlotSetGenerator')
