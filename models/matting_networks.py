@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from models.instance_norm import InstanceNorm2d
 from util.errors import UserInputError
 
 # Normalisation the generator's RGB input must have (torchvision ImageNet statistics, RGB order),
@@ -48,7 +49,7 @@ def get_norm_layer(norm):
     if norm in ("batch", "sync_batch"):
         return nn.BatchNorm2d
     if norm == "instance":
-        return functools.partial(nn.InstanceNorm2d, affine=True, track_running_stats=False)
+        return functools.partial(InstanceNorm2d, affine=True, track_running_stats=False)
     raise UserInputError(
         f"AlphaGAN generator: norm {norm!r} is not supported; use --norm batch (paper) or --norm instance."
     )

@@ -41,7 +41,7 @@ from models.shift_conv import ShiftSumConv2d
 def _uses_bias(norm_layer):
     """Convs followed by instance norm get a bias, as in the official code (batch norm has its own)."""
     func = norm_layer.func if isinstance(norm_layer, functools.partial) else norm_layer
-    return func is nn.InstanceNorm2d or norm_layer is None
+    return norm_layer is None or (isinstance(func, type) and issubclass(func, nn.InstanceNorm2d))
 
 
 def _norm(norm_layer, channels):

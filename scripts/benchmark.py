@@ -12,8 +12,10 @@ markdown table of the medians over ``--repeat`` runs)::
     python scripts/benchmark.py --sweep batch --sweep_values 1,2,4,8 --table
     python scripts/benchmark.py --sweep ins_max --sweep_values 2,4,8 --ins_per 2   # + one-pass rows
     python scripts/benchmark.py --sweep impl --repeat 3 --table                    # ours vs official
+    python scripts/benchmark.py --sweep speedup --phase train --repeat 5 --table   # best batch vs official
     python scripts/benchmark.py --sweep nproc --sweep_values 1,2 --batch_size 2 --table   # DDP processes
     python scripts/benchmark.py --sweep shift_sum --repeat 3 --table               # models/shift_conv.py
+    python scripts/benchmark.py --sweep instance_norm --repeat 3 --table           # models/instance_norm.py
     python scripts/benchmark.py --sweep amp | channels_last | alphagan
 
 What is measured:
@@ -81,9 +83,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import torch  # noqa: E402
+from models.instance_norm import set_group_norm  # noqa: E402
 from models.shift_conv import set_shift_sum  # noqa: E402
 
-SWEEPS = ('batch', 'ins_max', 'amp', 'channels_last', 'shift_sum', 'impl', 'nproc', 'alphagan')
+SWEEPS = ('batch', 'ins_max', 'amp', 'channels_last', 'shift_sum', 'instance_norm', 'impl', 'speedup', 'nproc',
+          'alphagan')
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -117,6 +121,8 @@ def build_parser():
     p.add_argument('--compile', action='store_true')
     p.add_argument('--no_shift_sum', action='store_true',
                    help="plain nn.Conv2d for the generators' one-channel output layer (models/shift_conv.py)")
+    p.add_argument('--no_group_norm', action='store_true',
+                   help='F.instance_norm instead of the group-norm CPU path of instance norm (models/instance_norm.py)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--sweep', default=None, choices=SWEEPS,
                    help='run configurations, each in a fresh subprocess, one JSON line each')
@@ -344,9 +350,11 @@ def run_one(args):
     with tempfile.TemporaryDirectory() as tmp:
         build = build_insta_gan if args.model == 'insta_gan' else build_alphagan
         stepper, model, batch, test_batch = build(args, device, tmp)
-        if args.no_shift_sum:
-            for _, net in model.nets():
+        for _, net in model.nets():
+            if args.no_shift_sum:
                 set_shift_sum(net, False)
+            if args.no_group_norm:
+                set_group_norm(net, False)
         dtypes = []
         conv = first_conv(model)
         if conv is not None:
@@ -394,7 +402,7 @@ def run_one(args):
     record['malloc_mmap_threshold'] = os.environ.get('MALLOC_MMAP_THRESHOLD_')
     record['options'] = {k: getattr(args, k) for k in (
         'crop_size', 'test_size', 'ngf', 'ndf', 'batch_size', 'ins_max', 'ins_per', 'n_instances',
-        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'no_shift_sum', 'seed', 'nproc', 'train_options')}
+        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'no_shift_sum', 'no_group_norm', 'seed', 'nproc', 'train_options')}
     if args.model == 'alphagan':
         for k in ('ngf', 'ins_max', 'ins_per', 'n_instances'):
             record['options'].pop(k)
@@ -467,6 +475,9 @@ def sweep_configs(args):
         return [(f'amp {v}', {'amp': v}) for v in (vals or default)]
     if s == 'shift_sum':
         return [('shift-sum output layer', {'no_shift_sum': False}), ('nn.Conv2d output layer', {'no_shift_sum': True})]
+    if s == 'instance_norm':
+        return [('instance norm as group norm', {'no_group_norm': False}),
+                ('F.instance_norm', {'no_group_norm': True})]
     if s == 'channels_last':
         return [('contiguous', {'channels_last': False}), ('channels_last', {'channels_last': True})]
     if s == 'nproc':
@@ -474,6 +485,9 @@ def sweep_configs(args):
                 for v in (vals or [1, 2])]
     if s == 'impl':
         return [(f'{v} (batch 1)', {'impl': v, 'batch_size': 1}) for v in ('ours', 'official')]
+    if s == 'speedup':
+        return [('official structure (batch 1)', {'impl': 'official', 'batch_size': 1})] + \
+            [(f'ours, batch {v}', {'impl': 'ours', 'batch_size': int(v)}) for v in (vals or [1, 2, 4, 8])]
     if s == 'alphagan':
         return [('alphagan train', {'model': 'alphagan', 'impl': 'ours', 'phase': 'train', 'batch_size': 1,
                                     'crop_size': args.crop_size if args.model == 'alphagan' else 320,
@@ -496,7 +510,10 @@ def run_subprocess(argv):
 
 
 def markdown_table(rows):
-    """rows: (label, [records]) -> markdown table of medians over the records."""
+    """rows: (label, [records]) -> markdown table of medians over the records. When one row is the
+    official structure (``--impl official``), a column gives each row's samples/s against it: the
+    median over rounds of the ratio within a round (the runs of one round are adjacent in time, so
+    the host's load drift cancels)."""
     def med(recs, key):
         vals = [r[key] for r in recs if isinstance(r.get(key), (int, float))]
         return statistics.median(vals) if vals else None
@@ -504,19 +521,29 @@ def markdown_table(rows):
     def fmt(v, spec):
         return '-' if v is None else format(v, spec)
 
+    reference = next((recs for _, recs in rows if recs and recs[0].get('impl') == 'official'), None)
+
+    def against_official(recs):
+        ratios = [r['samples_per_s'] / o['samples_per_s'] for r, o in zip(recs, reference or [])
+                  if 'samples_per_s' in r and 'samples_per_s' in o]
+        return statistics.median(ratios) if ratios else None
+
+    extra = ' x official (per round) |' if reference else ''
     lines = ['| configuration | runs | s/iter | CPU s/iter | samples/s | samples/CPU-s | peak MB | test img/s '
-             '| test peak MB | load (1 min) |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+             '| test peak MB | load (1 min) |' + extra,
+             '|---|---|---|---|---|---|---|---|---|---|' + ('---|' if reference else '')]
     for label, recs in rows:
         ok = [r for r in recs if 'error' not in r]
         loads = [r['loadavg_1_5_15'][0] for r in ok]
         cpu = med(ok, 'cpu_s_per_iter')
         per_cpu = ok[0]['options']['batch_size'] / cpu if cpu else None
+        ratio = f' {fmt(against_official(recs), ".2f")} |' if reference else ''
         lines.append(f'| {label} | {len(ok)}/{len(recs)} | {fmt(med(ok, "s_per_iter"), ".3f")} | {fmt(cpu, ".3f")} | '
                      f'{fmt(med(ok, "samples_per_s"), ".3f")} | {fmt(per_cpu, ".3f")} | '
                      f'{fmt(med(ok, "peak_mem_mb"), ".1f")} | '
                      f'{fmt(med(ok, "test_images_per_s"), ".3f")} | {fmt(med(ok, "test_peak_mem_mb"), ".1f")} | '
-                     f'{fmt(min(loads) if loads else None, ".2f")}-{fmt(max(loads) if loads else None, ".2f")} |')
+                     f'{fmt(min(loads) if loads else None, ".2f")}-{fmt(max(loads) if loads else None, ".2f")} |'
+                     + ratio)
     return '\n'.join(lines)
 
 

@@ -13,8 +13,9 @@ image pools; only the execution structure differs:
 * Generator (:class:`PerSlotSetGenerator`): the mask encoder and the mask decoder run once per
   mask slot in a Python loop, with one host-side emptiness test per slot (the official
   ``ResnetSetGenerator.forward``); ours runs all masks of the batch in one call each.
-* Mask decoder's last layer: a plain ``nn.Conv2d`` (oneDNN's direct kernel) as in the official
-  code; ours takes the faster CPU path of :class:`models.shift_conv.ShiftSumConv2d`.
+* Kernels: the official code's. The mask decoder's last layer is a plain ``nn.Conv2d`` (oneDNN's
+  direct kernel) and instance norm is ``F.instance_norm``; ours take the faster CPU paths of
+  :class:`models.shift_conv.ShiftSumConv2d` and :class:`models.instance_norm.InstanceNorm2d`.
 * Discriminator (:class:`PerSlotSetDiscriminator`): likewise one ``feature_seg`` call per slot.
   With spectral norm in train mode each call is one more power iteration, as with the official
   spectral-norm wrapper (the official conversion notes in ``models/official_convert.py``).
@@ -37,6 +38,7 @@ import torch
 import torch.nn as nn
 
 from models.insta_gan_model import merge_masks, weighted_l1
+from models.instance_norm import set_group_norm
 from models.shift_conv import set_shift_sum
 
 
@@ -53,6 +55,14 @@ def _filled_slots(masks):
     return slots or [0][:masks.shape[1]]
 
 
+def official_kernels(net):
+    """Turn off our faster CPU paths inside ``net`` (shift-sum output convolution, group-norm
+    instance norm): the official code runs ``nn.Conv2d`` and ``nn.InstanceNorm2d`` as they are.
+    Changes ``net`` itself, so call it only on networks that are timed as the official ones."""
+    set_shift_sum(net, False)
+    set_group_norm(net, False)
+
+
 def _check_batch_one(inp, who):
     if inp.shape[0] != 1:
         raise ValueError(f'{who}: the official execution structure is only defined at batch size 1 '
@@ -66,14 +76,14 @@ class PerSlotSetGenerator(nn.Module):
     Output (1, output_nc + N, H, W) in [-1, 1]: translated image, then per slot the translated
     mask (filled slots) or the input slot unchanged (empty slots).
 
-    Turns off ``net``'s :class:`models.shift_conv.ShiftSumConv2d` path (the official mask decoder
-    ends in a plain ``nn.Conv2d``), so wrap only a network that is timed as the official one.
+    Turns off ``net``'s faster CPU paths (:func:`official_kernels`), so wrap only a network that
+    is timed as the official one.
     """
 
     def __init__(self, net):
         super().__init__()
         self.net = net
-        set_shift_sum(net, False)         # the official code's kernel: plain nn.Conv2d everywhere
+        official_kernels(net)
 
     def forward(self, inp):
         _check_batch_one(inp, 'PerSlotSetGenerator')
@@ -94,11 +104,13 @@ class PerSlotSetGenerator(nn.Module):
 
 class PerSlotSetDiscriminator(nn.Module):
     """Our ``NLayerSetDiscriminator`` (its submodules and weights), one ``feature_seg`` call per
-    filled slot. Input (1, input_nc + N, H, W) in [-1, 1]; output (1, 1, h', w') patch scores."""
+    filled slot. Input (1, input_nc + N, H, W) in [-1, 1]; output (1, 1, h', w') patch scores.
+    Turns off ``net``'s faster CPU paths, as :class:`PerSlotSetGenerator`."""
 
     def __init__(self, net):
         super().__init__()
         self.net = net
+        official_kernels(net)
 
     def forward(self, inp):
         _check_batch_one(inp, 'PerSlotSetDiscriminator')

@@ -11,7 +11,7 @@ import torch
 from models import create_model, networks
 from models.official_convert import convert_official_state_dict
 from options.train_options import TrainOptions
-from scripts.benchmark import parse_args, sweep_configs, synthetic_instance_batch, to_argv
+from scripts.benchmark import markdown_table, parse_args, sweep_configs, synthetic_instance_batch, to_argv
 from scripts.official_reference import (OfficialStructureInstaGAN, PerSlotSetDiscriminator,
                                         PerSlotSetGenerator)
 
@@ -128,3 +128,23 @@ def test_shift_sum_sweep_times_the_output_layer_with_and_without_its_fast_path()
     assert net.decoder_seg[-2].use_shift_sum
     PerSlotSetGenerator(net)                            # timed as the official code: path off
     assert not net.decoder_seg[-2].use_shift_sum
+
+
+def test_speedup_sweep_compares_each_batch_size_with_the_official_structure_round_by_round():
+    args = parse_args(['--sweep', 'speedup', '--sweep_values', '1,4'])
+    configs = sweep_configs(args)
+    assert [o for _, o in configs] == [{'impl': 'official', 'batch_size': 1}, {'impl': 'ours', 'batch_size': 1},
+                                       {'impl': 'ours', 'batch_size': 4}]
+    assert '--impl official' in ' '.join(to_argv(args, **configs[0][1]))
+
+    def rec(impl, batch, s_per_iter, load):
+        return {'impl': impl, 'options': {'batch_size': batch}, 's_per_iter': s_per_iter,
+                'samples_per_s': batch / s_per_iter, 'cpu_s_per_iter': 2 * s_per_iter, 'loadavg_1_5_15': [load]}
+    # round 2 ran on a slower host: every configuration took twice as long, so the ratio is unchanged
+    rows = [('official', [rec('official', 1, 1.0, 1), rec('official', 1, 2.0, 2), rec('official', 1, 1.0, 1)]),
+            ('ours b4', [rec('ours', 4, 2.0, 1), rec('ours', 4, 4.0, 2), {'error': 'killed'}])]
+    table = markdown_table(rows).splitlines()
+    assert table[0].endswith('x official (per round) |')
+    assert table[2].endswith(' 1.00 |') and table[3].endswith(' 2.00 |')
+    assert '| 2/3 |' in table[3]
+    assert 'x official' not in markdown_table(rows[1:])
