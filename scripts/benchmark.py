@@ -13,6 +13,7 @@ markdown table of the medians over ``--repeat`` runs)::
     python scripts/benchmark.py --sweep ins_max --sweep_values 2,4,8 --ins_per 2   # + one-pass rows
     python scripts/benchmark.py --sweep impl --repeat 3 --table                    # ours vs official
     python scripts/benchmark.py --sweep speedup --phase train --repeat 5 --table   # best batch vs official
+    python scripts/benchmark.py --vs_official --batch_size 4 --iters 10        # same, alternating in-process
     python scripts/benchmark.py --sweep nproc --sweep_values 1,2 --batch_size 2 --table   # DDP processes
     python scripts/benchmark.py --sweep shift_sum --repeat 3 --table               # models/shift_conv.py
     python scripts/benchmark.py --sweep instance_norm --repeat 3 --table           # models/instance_norm.py
@@ -59,6 +60,13 @@ synchronised by the gradient all-reduce), ``nproc``, and ``peak_mem_mb`` per pro
 ``--impl official`` (insta_gan, batch 1 only) times ``scripts/official_reference.py``: OUR
 re-implementation of the official code's execution structure (per-slot loops, six separate
 generator calls a pass) with our networks' weights -- not the official code.
+
+``--vs_official`` (insta_gan training) builds both, ours at ``--batch_size`` and the official
+structure at batch 1, in one process and alternates their timed steps (official, ours, official,
+ours, ...). ``speedup`` is the median over the ``--iters`` pairs of ours' samples/s over the
+official structure's within the pair: on a shared host whose speed drifts by tens of per cent
+between minutes, two steps a few seconds apart see the same conditions, which separate processes
+(``--sweep speedup``) do not. Peak memory is not measured in this mode.
 
 alphagan (``models/alphagan_model.py``, random init: no pretrained download): training at
 ``--crop_size`` (default 320), inference through ``model.test()`` at ``--test_size`` (default
@@ -123,6 +131,12 @@ def build_parser():
                    help="plain nn.Conv2d for the generators' one-channel output layer (models/shift_conv.py)")
     p.add_argument('--no_group_norm', action='store_true',
                    help='F.instance_norm instead of the group-norm CPU path of instance norm (models/instance_norm.py)')
+    p.add_argument('--vs_official', action='store_true',
+                   help='insta_gan training: time ours (--batch_size) and the official structure (batch 1) in ONE '
+                        'process, alternating step by step, and report the speedup (see the module docstring)')
+    p.add_argument('--official_amp', default=None, choices=['none', 'bf16', 'fp16'],
+                   help='--vs_official: the official structure\'s --amp (default: the same as ours; the official '
+                        'code itself has no mixed precision, i.e. none)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--sweep', default=None, choices=SWEEPS,
                    help='run configurations, each in a fresh subprocess, one JSON line each')
@@ -149,6 +163,9 @@ def parse_args(argv=None):
                      '(the official code mixes samples or crashes at batch > 1)')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device here; use --device cpu')
+    if args.vs_official and (alpha or args.impl == 'official' or args.nproc > 1 or args.sweep):
+        parser.error('--vs_official compares --model insta_gan (--impl ours, one process, no --sweep) with the '
+                     'official structure')
     if args.nproc < 1 or (args.nproc > 1 and args.impl == 'official'):
         parser.error('--nproc must be >= 1, and 1 with --impl official (the official code has no multi-process mode)')
     if args.device == 'cuda' and args.nproc > torch.cuda.device_count():
@@ -409,6 +426,60 @@ def run_one(args):
     return record
 
 
+def run_vs_official(args):
+    """``--vs_official``: ours and the official structure alternating in one process; the record."""
+    import copy
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device('cuda' if args.device == 'cuda' else 'cpu')
+    sync = Meter(device).sync
+    load_before = os.getloadavg()
+    official_args = copy.copy(args)
+    official_args.impl, official_args.batch_size = 'official', 1
+    official_args.amp = args.official_amp or args.amp
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, model, batch, _ = build_insta_gan(args, device, tmp)
+        for _, net in model.nets():
+            if args.no_shift_sum:
+                set_shift_sum(net, False)
+            if args.no_group_norm:
+                set_group_norm(net, False)
+        official, _, official_batch, _ = build_insta_gan(official_args, device, tmp)
+        ours.set_input(batch)
+        official.set_input(official_batch)
+        for _ in range(args.warmup):
+            official.optimize_parameters()
+            ours.optimize_parameters()
+        pairs = []
+        for _ in range(args.iters):
+            pair = []
+            for stepper in (official, ours):
+                sync()
+                t0 = time.perf_counter()
+                stepper.optimize_parameters()
+                sync()
+                pair.append(time.perf_counter() - t0)
+            pairs.append(pair)
+    t_off = [p[0] for p in pairs]
+    t_ours = [p[1] for p in pairs]
+    speedups = [args.batch_size * off / o for off, o in pairs]
+    return {'model': 'insta_gan', 'impl': 'ours', 'vs_official': True, 'device': str(device),
+            'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor()
+            or platform.machine(),
+            'threads': torch.get_num_threads(), 'torch': torch.__version__,
+            'loadavg_1_5_15': [round(v, 2) for v in load_before],
+            's_per_iter': statistics.median(t_ours), 'samples_per_s': args.batch_size / statistics.median(t_ours),
+            'official_s_per_iter': statistics.median(t_off), 'official_samples_per_s': 1 / statistics.median(t_off),
+            'official_amp': official_args.amp,
+            'speedup': statistics.median(speedups), 'speedup_min': min(speedups), 'speedup_max': max(speedups),
+            's_per_iter_all': [round(v, 4) for v in t_ours], 'official_s_per_iter_all': [round(v, 4) for v in t_off],
+            'loadavg_after': [round(v, 2) for v in os.getloadavg()],
+            'options': {k: getattr(args, k) for k in (
+                'crop_size', 'ngf', 'ndf', 'batch_size', 'ins_max', 'ins_per', 'n_instances', 'iters', 'warmup',
+                'amp', 'channels_last', 'no_shift_sum', 'no_group_norm', 'seed', 'train_options')}}
+
+
 def _rank_worker(rank, args, port, out):
     """One process of ``--nproc``: join the process group as train.py does under torchrun
     (:func:`util.distributed.init_distributed`), then :func:`run_one` (DDP-wrapped networks);
@@ -565,6 +636,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.sweep:
         run_sweep(args)
+    elif args.vs_official:
+        print(json.dumps(run_vs_official(args)), flush=True)
     else:
         print(json.dumps(run_multi(args) if args.nproc > 1 else run_one(args)), flush=True)
 

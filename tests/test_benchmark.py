@@ -148,3 +148,24 @@ def test_speedup_sweep_compares_each_batch_size_with_the_official_structure_roun
     assert table[2].endswith(' 1.00 |') and table[3].endswith(' 2.00 |')
     assert '| 2/3 |' in table[3]
     assert 'x official' not in markdown_table(rows[1:])
+
+
+def test_vs_official_alternates_both_in_one_process_and_reports_the_per_pair_speedup(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'scripts', 'benchmark.py'), '--vs_official', '--device', 'cpu',
+         '--crop_size', '32', '--ngf', '4', '--batch_size', '2', '--iters', '3', '--warmup', '1', '--threads', '1',
+         '--n_blocks', '1', '--amp', 'bf16', '--official_amp', 'none'],
+        capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rec = json.loads([ln for ln in proc.stdout.splitlines() if ln.strip()][-1])
+    assert rec['vs_official'] and rec['options']['batch_size'] == 2 and rec['options']['amp'] == 'bf16'
+    assert rec['official_amp'] == 'none'
+    ours, official = rec['s_per_iter_all'], rec['official_s_per_iter_all']
+    assert len(ours) == len(official) == 3
+    per_pair = sorted(2 * o / u for u, o in zip(ours, official))
+    assert rec['speedup'] == pytest.approx(per_pair[1], rel=1e-3)      # median of the 3 pairs
+    assert rec['speedup_min'] == pytest.approx(per_pair[0], rel=1e-3)
+    assert rec['samples_per_s'] == pytest.approx(2 / rec['s_per_iter'])
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'benchmark.py'), '--vs_official',
+                          '--model', 'alphagan'], capture_output=True, text=True, cwd=str(tmp_path), timeout=60)
+    assert bad.returncode == 2 and '--vs_official' in bad.stderr
