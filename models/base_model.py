@@ -234,7 +234,8 @@ class BaseModel(ABC):
         update; ``skip`` clears the gradients, leaves the weights and the optimizer state
         untouched, counts ``self.skipped_steps`` and returns False. Under ``--amp fp16`` the step goes through the optimizer's GradScaler
         (which itself skips steps whose scaled gradients overflowed). The gradients are already
-        averaged over the ranks (DistributedDataParallel). Returns True when stepped."""
+        averaged over the ranks (DistributedDataParallel). After the step the gradients are freed
+        (set to None). Returns True when stepped."""
         self.guarded_steps += 1
         bad = _first_nonfinite(self._named_losses(losses))
         if distributed.any_rank(bad is not None, self.device):
@@ -249,6 +250,10 @@ class BaseModel(ABC):
             scaler.update()
         else:
             optimizer.step()
+        # The gradients are spent: free them now rather than at the next zero_grad, so that they are
+        # not held through the next forward (InstaGAN's next pass would otherwise peak higher by the
+        # size of G's and D's gradients, which breaks the flat memory of sequential translation).
+        optimizer.zero_grad(set_to_none=True)
         return True
 
     def any_rank(self, flag):

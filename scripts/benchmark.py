@@ -42,6 +42,11 @@ What is measured:
   ``MALLOC_MMAP_THRESHOLD_=65536`` in the environment (large blocks then go back to the system
   on free; slower, so for memory figures only; sweeps pass the environment on, and the record
   shows it as ``malloc_mmap_threshold``).
+* ``peak_live_mb`` (CPU, ``--live_memory``): the exact counterpart of CUDA's
+  ``max_memory_allocated`` for one more (untimed) training step: every allocation and free that
+  PyTorch's CPU allocator makes during the step, from the profiler's memory records, summed in
+  time order; the peak above what was allocated when the step began. Unlike RSS it does not count
+  what the C allocator keeps after frees, so it is comparable within one process and across runs.
 
 The models are built from ``TrainOptions([...]).parse()`` and ``model.setup()``, as train.py
 builds them, so options added to the training options are picked up, and any option this script
@@ -137,6 +142,9 @@ def build_parser():
     p.add_argument('--official_amp', default=None, choices=['none', 'bf16', 'fp16'],
                    help='--vs_official: the official structure\'s --amp (default: the same as ours; the official '
                         'code itself has no mixed precision, i.e. none)')
+    p.add_argument('--live_memory', action='store_true',
+                   help='CPU: also measure the peak of live tensor memory of one more training step '
+                        '(peak_live_mb; see the module docstring)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--sweep', default=None, choices=SWEEPS,
                    help='run configurations, each in a fresh subprocess, one JSON line each')
@@ -222,6 +230,22 @@ class Meter:
             after = _maxrss_mb()
             result['peak_mem_mb'] = after - self.base
             result['exact'] = after > before
+
+
+def live_peak_mb(fn):
+    """Peak CPU tensor memory (MiB) that ``fn()`` allocates above what was allocated when it began:
+    the profiler's record of every allocation (+bytes) and free (-bytes), summed in time order."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    records = sorted(((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                      if e.name() == '[memory]' and e.device_type() == torch.autograd.DeviceType.CPU),
+                     key=lambda r: r[0])
+    live = peak = 0
+    for _, nbytes in records:
+        live += nbytes
+        peak = max(peak, live)
+    return peak / 2 ** 20
 
 
 def time_calls(fn, iters, warmup, sync):
@@ -408,6 +432,8 @@ def run_one(args):
                           cpu_s_per_iter=t['cpu_med'], samples_per_s=args.batch_size / med,
                           peak_mem_mb=round(mem['peak_mem_mb'], 1), peak_mem_exact=mem['exact'],
                           train_conv_dtype=dtypes[-1] if dtypes else None)
+            if args.live_memory and device.type == 'cpu':
+                record['peak_live_mb'] = round(live_peak_mb(stepper.optimize_parameters), 1)
     if args.nproc > 1:
         record['nproc'] = args.nproc
         for key in ('samples_per_s', 'test_images_per_s'):
@@ -419,7 +445,7 @@ def run_one(args):
     record['malloc_mmap_threshold'] = os.environ.get('MALLOC_MMAP_THRESHOLD_')
     record['options'] = {k: getattr(args, k) for k in (
         'crop_size', 'test_size', 'ngf', 'ndf', 'batch_size', 'ins_max', 'ins_per', 'n_instances',
-        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'no_shift_sum', 'no_group_norm', 'seed', 'nproc', 'train_options')}
+        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'no_shift_sum', 'no_group_norm', 'live_memory', 'seed', 'nproc', 'train_options')}
     if args.model == 'alphagan':
         for k in ('ngf', 'ins_max', 'ins_per', 'n_instances'):
             record['options'].pop(k)
@@ -581,8 +607,8 @@ def run_subprocess(argv):
 
 
 def markdown_table(rows):
-    """rows: (label, [records]) -> markdown table of medians over the records. When one row is the
-    official structure (``--impl official``), a column gives each row's samples/s against it: the
+    """rows: (label, [records]) -> markdown table of medians over the records (plus the live-memory
+    peak where the records have one). When one row is the official structure (``--impl official``), a column gives each row's samples/s against it: the
     median over rounds of the ratio within a round (the runs of one round are adjacent in time, so
     the host's load drift cancels)."""
     def med(recs, key):
@@ -599,22 +625,24 @@ def markdown_table(rows):
                   if 'samples_per_s' in r and 'samples_per_s' in o]
         return statistics.median(ratios) if ratios else None
 
-    extra = ' x official (per round) |' if reference else ''
+    live = any('peak_live_mb' in r for _, recs in rows for r in recs)      # --live_memory
+    extra = (' peak live MB |' if live else '') + (' x official (per round) |' if reference else '')
     lines = ['| configuration | runs | s/iter | CPU s/iter | samples/s | samples/CPU-s | peak MB | test img/s '
              '| test peak MB | load (1 min) |' + extra,
-             '|---|---|---|---|---|---|---|---|---|---|' + ('---|' if reference else '')]
+             '|---|---|---|---|---|---|---|---|---|---|' + ('---|' if live else '') + ('---|' if reference else '')]
     for label, recs in rows:
         ok = [r for r in recs if 'error' not in r]
         loads = [r['loadavg_1_5_15'][0] for r in ok]
         cpu = med(ok, 'cpu_s_per_iter')
         per_cpu = ok[0]['options']['batch_size'] / cpu if cpu else None
-        ratio = f' {fmt(against_official(recs), ".2f")} |' if reference else ''
+        tail = (f' {fmt(med(ok, "peak_live_mb"), ".1f")} |' if live else '') + \
+            (f' {fmt(against_official(recs), ".2f")} |' if reference else '')
         lines.append(f'| {label} | {len(ok)}/{len(recs)} | {fmt(med(ok, "s_per_iter"), ".3f")} | {fmt(cpu, ".3f")} | '
                      f'{fmt(med(ok, "samples_per_s"), ".3f")} | {fmt(per_cpu, ".3f")} | '
                      f'{fmt(med(ok, "peak_mem_mb"), ".1f")} | '
                      f'{fmt(med(ok, "test_images_per_s"), ".3f")} | {fmt(med(ok, "test_peak_mem_mb"), ".1f")} | '
                      f'{fmt(min(loads) if loads else None, ".2f")}-{fmt(max(loads) if loads else None, ".2f")} |'
-                     + ratio)
+                     + tail)
     return '\n'.join(lines)
 
 
