@@ -381,29 +381,41 @@ def first_conv(model):
 
 
 # ----------------------------------------------------------------------------- one configuration
-def run_one(args):
-    """Benchmark one configuration; returns the JSON record."""
+def setup_process(args):
+    """Seed, thread count; the device this process times on."""
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(f'cuda:{args.rank}' if args.device == 'cuda' else 'cpu')
+    return torch.device(f'cuda:{args.rank}' if args.device == 'cuda' else 'cpu')
+
+
+def device_name(device):
+    return torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()
+
+
+def apply_fast_path_options(model, args):
+    """``--no_shift_sum`` / ``--no_group_norm``: turn those CPU paths off in the model's networks."""
+    for _, net in model.nets():
+        if args.no_shift_sum:
+            set_shift_sum(net, False)
+        if args.no_group_norm:
+            set_group_norm(net, False)
+
+
+def run_one(args):
+    """Benchmark one configuration; returns the JSON record."""
+    device = setup_process(args)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         build = build_insta_gan if args.model == 'insta_gan' else build_alphagan
         stepper, model, batch, test_batch = build(args, device, tmp)
-        for _, net in model.nets():
-            if args.no_shift_sum:
-                set_shift_sum(net, False)
-            if args.no_group_norm:
-                set_group_norm(net, False)
+        apply_fast_path_options(model, args)
         dtypes = []
         conv = first_conv(model)
         if conv is not None:
             conv.register_forward_hook(lambda m, i, o: dtypes.append(str(o.dtype).replace('torch.', '')))
         meter = Meter(device)
-        record = {'model': args.model, 'impl': args.impl, 'device': str(device),
-                  'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor()
-                  or platform.machine(),
+        record = {'model': args.model, 'impl': args.impl, 'device': str(device), 'device_name': device_name(device),
                   'threads': torch.get_num_threads(), 'torch': torch.__version__,
                   'loadavg_1_5_15': [round(v, 2) for v in load_before]}
         if args.phase in ('both', 'test'):
@@ -455,10 +467,7 @@ def run_one(args):
 def run_vs_official(args):
     """``--vs_official``: ours and the official structure alternating in one process; the record."""
     import copy
-    torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device('cuda' if args.device == 'cuda' else 'cpu')
+    device = setup_process(args)
     sync = Meter(device).sync
     load_before = os.getloadavg()
     official_args = copy.copy(args)
@@ -466,11 +475,7 @@ def run_vs_official(args):
     official_args.amp = args.official_amp or args.amp
     with tempfile.TemporaryDirectory() as tmp:
         ours, model, batch, _ = build_insta_gan(args, device, tmp)
-        for _, net in model.nets():
-            if args.no_shift_sum:
-                set_shift_sum(net, False)
-            if args.no_group_norm:
-                set_group_norm(net, False)
+        apply_fast_path_options(model, args)
         official, _, official_batch, _ = build_insta_gan(official_args, device, tmp)
         ours.set_input(batch)
         official.set_input(official_batch)
@@ -491,8 +496,7 @@ def run_vs_official(args):
     t_ours = [p[1] for p in pairs]
     speedups = [args.batch_size * off / o for off, o in pairs]
     return {'model': 'insta_gan', 'impl': 'ours', 'vs_official': True, 'device': str(device),
-            'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor()
-            or platform.machine(),
+            'device_name': device_name(device),
             'threads': torch.get_num_threads(), 'torch': torch.__version__,
             'loadavg_1_5_15': [round(v, 2) for v in load_before],
             's_per_iter': statistics.median(t_ours), 'samples_per_s': args.batch_size / statistics.median(t_ours),
