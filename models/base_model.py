@@ -232,10 +232,10 @@ class BaseModel(ABC):
         the decision is taken together (a bad loss on one rank skips or stops every rank).
         Non-finite loss: ``--nan_policy stop`` (default) raises :class:`NonFiniteLoss` before any
         update; ``skip`` clears the gradients, leaves the weights and the optimizer state
-        untouched, counts ``self.skipped_steps`` and returns False. Under ``--amp fp16`` the step goes through the optimizer's GradScaler
-        (which itself skips steps whose scaled gradients overflowed). The gradients are already
-        averaged over the ranks (DistributedDataParallel). After the step the gradients are freed
-        (set to None). Returns True when stepped."""
+        untouched, counts ``self.skipped_steps`` and returns False. Under ``--amp fp16`` the step
+        goes through the optimizer's GradScaler (which itself skips steps whose scaled gradients
+        overflowed). The gradients are already averaged over the ranks (DistributedDataParallel).
+        After the step the gradients are freed (set to None). Returns True when stepped."""
         self.guarded_steps += 1
         bad = _first_nonfinite(self._named_losses(losses))
         if distributed.any_rank(bad is not None, self.device):

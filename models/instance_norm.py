@@ -4,9 +4,10 @@
 one with B * C channels and runs batch norm on it. ``F.group_norm`` with one group per channel
 computes the same normalisation (mean and biased variance over each sample's and channel's H x W
 pixels, then the optional per-channel affine transform) with a fused kernel that is about 3x
-faster forward and 1.8x forward plus backward on this project's 2-core CPU (e.g. (24, 48, 64, 64):
-5.7 vs 1.7 ms forward, 11.9 vs 6.7 ms with backward), and it cut an InstaGAN training step at 64 px
-by 11-18% (interleaved A/B runs; ``scripts/benchmark.py --sweep instance_norm``). The results equal
+faster forward and 1.8x forward plus backward on the 2-core Intel development machine of the
+README (e.g. (24, 48, 64, 64): 5.7 vs 1.7 ms forward, 11.9 vs 6.7 ms with backward), and it cut
+an InstaGAN training step at 64 px by 11-18% (interleaved A/B runs;
+``scripts/benchmark.py --sweep instance_norm``). The results equal
 ``F.instance_norm``'s up to float rounding (``tests/test_instance_norm.py``).
 
 :class:`InstanceNorm2d` is an ``nn.InstanceNorm2d`` (same parameters, buffers and state-dict keys,

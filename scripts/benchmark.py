@@ -457,7 +457,8 @@ def run_one(args):
     record['malloc_mmap_threshold'] = os.environ.get('MALLOC_MMAP_THRESHOLD_')
     record['options'] = {k: getattr(args, k) for k in (
         'crop_size', 'test_size', 'ngf', 'ndf', 'batch_size', 'ins_max', 'ins_per', 'n_instances',
-        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'no_shift_sum', 'no_group_norm', 'live_memory', 'seed', 'nproc', 'train_options')}
+        'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'no_shift_sum', 'no_group_norm',
+        'live_memory', 'seed', 'nproc', 'train_options')}
     if args.model == 'alphagan':
         for k in ('ngf', 'ins_max', 'ins_per', 'n_instances'):
             record['options'].pop(k)
@@ -612,9 +613,9 @@ def run_subprocess(argv):
 
 def markdown_table(rows):
     """rows: (label, [records]) -> markdown table of medians over the records (plus the live-memory
-    peak where the records have one). When one row is the official structure (``--impl official``), a column gives each row's samples/s against it: the
-    median over rounds of the ratio within a round (the runs of one round are adjacent in time, so
-    the host's load drift cancels)."""
+    peak where the records have one). When one row is the official structure (``--impl official``),
+    a column gives each row's samples/s against it: the median over rounds of the ratio within a
+    round (the runs of one round are adjacent in time, so the host's load drift cancels)."""
     def med(recs, key):
         vals = [r[key] for r in recs if isinstance(r.get(key), (int, float))]
         return statistics.median(vals) if vals else None
