@@ -79,6 +79,7 @@ alphagan (``models/alphagan_model.py``, random init: no pretrained download): tr
 """
 import argparse
 import contextlib
+import copy
 import gc
 import json
 import os
@@ -467,7 +468,6 @@ def run_one(args):
 
 def run_vs_official(args):
     """``--vs_official``: ours and the official structure alternating in one process; the record."""
-    import copy
     device = setup_process(args)
     sync = Meter(device).sync
     load_before = os.getloadavg()
