@@ -30,7 +30,6 @@ PERSON, DOG = COCO_CATEGORIES.index('person'), COCO_CATEGORIES.index('dog')
 # label: (box side as a fraction of the image side, class logit). Dog: larger box, lower score.
 RIG = {PERSON: (0.5, 10.0), DOG: (0.75, 9.0)}
 SMALL = dict(min_size=64, max_size=128)  # the detector's own resizing: fast on CPU
-FIX = 'fixtures/instagan_official'
 
 
 def rigged_scores():
@@ -241,16 +240,17 @@ def test_dataset_rejects_missing_model_and_unknown_category_before_loading(tmp_p
 
 
 @pytest.mark.slow
-def test_test_py_translates_mhp_samples_with_auto_masks(shared_dir, tmp_path, rigged_path):
+def test_test_py_translates_mhp_samples_with_auto_masks(instagan_fixture_dir, mhp_samples_dir, tmp_path,
+                                                        rigged_path):
     """test.py with --auto_masks on the MHP samples (no _seg folder read): the official visual
     names are written and the real-A mask shown is the detected instance."""
     root = tmp_path / 'mhp'
     for d in 'AB':                                                      # images only
-        shutil.copytree(os.path.join(shared_dir, 'samples/pants2skirt_mhp', f'sample{d}'), root / f'sample{d}')
+        shutil.copytree(os.path.join(mhp_samples_dir, f'sample{d}'), root / f'sample{d}')
     ck = tmp_path / 'checkpoints' / 'X'
     ck.mkdir(parents=True)
     for net in ('G_A', 'G_B'):
-        shutil.copy(os.path.join(shared_dir, FIX, f'10_net_{net}.pth'), ck / f'10_net_{net}.pth')
+        shutil.copy(os.path.join(instagan_fixture_dir, f'10_net_{net}.pth'), ck / f'10_net_{net}.pth')
     results = tmp_path / 'results'
     rc = test_script.main(['--model', 'insta_gan', '--auto_masks', '--mask_categories', 'person',
                            '--mask_score_thresh', '0.2', '--mask_model_path', rigged_path, '--mask_min_size', '64',

@@ -88,8 +88,8 @@ def test_per_slot_discriminator_equals_batched_discriminator_in_eval():
         assert torch.allclose(PerSlotSetDiscriminator(net)(inp), net(inp), atol=1e-6)
 
 
-def test_per_slot_generator_reproduces_the_official_generator_output(shared_dir):
-    fix = os.path.join(shared_dir, 'fixtures', 'instagan_official')
+def test_per_slot_generator_reproduces_the_official_generator_output(instagan_fixture_dir):
+    fix = instagan_fixture_dir
     case = torch.load(os.path.join(fix, 'case.pth'), weights_only=True)
     net = networks.define_G(3, 3, 8, 'set', norm='instance').eval()
     state = torch.load(os.path.join(fix, '10_net_G_A.pth'), weights_only=True)

@@ -19,7 +19,8 @@ from data.unaligned_dataset import UnalignedDataset
 from data.unaligned_seg_dataset import UnalignedSegDataset
 from util.errors import UserInputError
 
-MHP_SAMPLES = '/work/shared/samples/pants2skirt_mhp'
+MHP_SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'datasets', 'samples',
+                           'pants2skirt_mhp')
 
 
 def make_opt(dataroot='.', **kw):

@@ -14,7 +14,6 @@ from models.insta_gan_model import merge_masks
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
 
-FIX = 'fixtures/instagan_official'
 TINY = ['--ngf', '4', '--ndf', '4', '--load_size', '36', '--crop_size', '32', '--gpu_ids', '-1',
         '--num_threads', '0', '--seed', '0']
 
@@ -47,15 +46,15 @@ def batch_of(counts_A, counts_B, size=32, seed=0):
             'A_paths': [f'a{i}.png' for i in range(n)], 'B_paths': [f'b{i}.png' for i in range(n)]}
 
 
-def test_official_checkpoints_reproduce_the_official_sequential_translation(shared_dir, tmp_path):
+def test_official_checkpoints_reproduce_the_official_sequential_translation(instagan_fixture_dir, tmp_path):
     """Official-format G_A/G_B files load through load_networks, and test-time sequential
     mini-batch translation (ins_per 2, 2 passes) reproduces every official output: to 1e-5, or,
     where the official float32 output is itself further than that from the exact (float64) result,
     to within 1e-5 of its own error."""
-    case = torch.load(os.path.join(shared_dir, FIX, 'case.pth'), weights_only=True)
+    case = torch.load(os.path.join(instagan_fixture_dir, 'case.pth'), weights_only=True)
     (tmp_path / 'off').mkdir()
     for net in ('G_A', 'G_B'):
-        shutil.copy(os.path.join(shared_dir, FIX, f'10_net_{net}.pth'), tmp_path / 'off' / f'10_net_{net}.pth')
+        shutil.copy(os.path.join(instagan_fixture_dir, f'10_net_{net}.pth'), tmp_path / 'off' / f'10_net_{net}.pth')
     opt = TestOptions(['--dataroot', 'x', '--checkpoints_dir', str(tmp_path), '--name', 'off', '--model',
                        'insta_gan', '--ngf', '8', '--epoch', '10', '--ins_max', '4', '--ins_per', '2',
                        '--gpu_ids', '-1']).parse()
@@ -186,14 +185,14 @@ def test_merge_masks_is_the_union():
     assert m.shape == (1, 1, 4, 4) and m[0, 0, 0, 0] == 1 and m[0, 0, 1, 1] == 1 and m.sum() == -16 + 4
 
 
-def test_official_readme_test_command_runs_on_mhp_samples(shared_dir, tmp_path):
+def test_official_readme_test_command_runs_on_mhp_samples(instagan_fixture_dir, mhp_samples_dir, tmp_path):
     """The official README's test command, unchanged but for --ngf (the fixture's size) and paths."""
     ck = tmp_path / 'checkpoints' / 'X'
     ck.mkdir(parents=True)
     for net in ('G_A', 'G_B'):
-        shutil.copy(os.path.join(shared_dir, FIX, f'10_net_{net}.pth'), ck / f'200_net_{net}.pth')
+        shutil.copy(os.path.join(instagan_fixture_dir, f'10_net_{net}.pth'), ck / f'200_net_{net}.pth')
     results = tmp_path / 'results'
-    rc = test_script.main(['--dataroot', os.path.join(shared_dir, 'samples/pants2skirt_mhp'), '--model',
+    rc = test_script.main(['--dataroot', mhp_samples_dir, '--model',
                            'insta_gan', '--name', 'X', '--loadSizeH', '240', '--loadSizeW', '160', '--fineSizeH',
                            '240', '--fineSizeW', '160', '--ins_per', '2', '--ins_max', '20', '--phase', 'sample',
                            '--epoch', '200', '--ngf', '8', '--checkpoints_dir', str(tmp_path / 'checkpoints'),

@@ -15,8 +15,7 @@ from models.official_convert import (convert_official_state_dict, load_state_dic
 from models.set_networks import NLayerSetDiscriminator, ResnetSetGenerator
 from util.errors import UserInputError
 
-OFFICIAL = '/work/shared/fixtures/instagan_official'
-needs_official = pytest.mark.skipif(not os.path.isdir(OFFICIAL), reason='official InstaGAN fixtures not present')
+OFFICIAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'instagan_official')
 H = W = 32
 
 
@@ -77,7 +76,6 @@ def _official_step(module):
 
 # ---------------------------------------------------------------- official checkpoints
 
-@needs_official
 def test_official_generator_checkpoint_reproduces_official_output(case):
     G = load_state_dict_any(ResnetSetGenerator(ngf=8), _official('10_net_G_A.pth')).eval()
     with torch.no_grad():
@@ -85,7 +83,6 @@ def test_official_generator_checkpoint_reproduces_official_output(case):
     torch.testing.assert_close(out, case['outputs']['G_A_out'], rtol=0, atol=1e-5)
 
 
-@needs_official
 def test_official_generator_keys_need_no_conversion():
     G = ResnetSetGenerator(ngf=8)
     sd = torch.load(_official('10_net_G_A.pth'), weights_only=True)
@@ -93,7 +90,6 @@ def test_official_generator_keys_need_no_conversion():
     assert list(sd) == list(G.state_dict())
 
 
-@needs_official
 def test_official_discriminator_checkpoint_reproduces_official_output(case):
     """D_A_out is the official D in train mode: each SpectralNorm call runs one power iteration
     (v <- n(W^T u), u <- n(W v)) before use. The conversion does the first of these at load time, so
@@ -118,7 +114,6 @@ def test_official_discriminator_checkpoint_reproduces_official_output(case):
     torch.testing.assert_close(out, case['outputs']['D_A_out'], rtol=0, atol=1e-5)
 
 
-@needs_official
 def test_official_discriminator_single_instance_batched_equals_official_schedule(case):
     D = load_state_dict_any(NLayerSetDiscriminator(ndf=8, n_layers=3), _official('10_net_D_A.pth')).eval()
     x = case['inputs']['real_B'].clone()
@@ -129,7 +124,6 @@ def test_official_discriminator_single_instance_batched_equals_official_schedule
     torch.testing.assert_close(batched, per_slot, rtol=0, atol=1e-5)
 
 
-@needs_official
 def test_train_mode_continues_official_power_iteration(case):
     """After conversion u = u1 (official, one step from the stored u). PyTorch's train step
     (u <- n(W v), v <- n(W^T u)) must keep u1 and move v to the official next v, n(W^T u1); its sigma
@@ -161,7 +155,6 @@ def test_train_mode_continues_official_power_iteration(case):
             assert sigma_before - 1e-6 <= sigma_after <= torch.linalg.matrix_norm(weight_mat, 2) + 1e-5
 
 
-@needs_official
 def test_dataparallel_prefixed_official_checkpoint_loads(case, tmp_path):
     sd = torch.load(_official('10_net_D_A.pth'), weights_only=True)
     path = tmp_path / 'dp_net_D.pth'
@@ -173,7 +166,6 @@ def test_dataparallel_prefixed_official_checkpoint_loads(case, tmp_path):
         assert torch.equal(a(x), b(x))
 
 
-@needs_official
 def test_stale_instance_norm_statistics_are_dropped(case, tmp_path):
     sd = torch.load(_official('10_net_G_A.pth'), weights_only=True)
     sd['encoder_img.2.running_mean'] = torch.zeros(8)
@@ -186,7 +178,6 @@ def test_stale_instance_norm_statistics_are_dropped(case, tmp_path):
     torch.testing.assert_close(out, case['outputs']['G_A_out'], rtol=0, atol=1e-5)
 
 
-@needs_official
 def test_own_format_round_trips_unchanged(case, tmp_path):
     D = load_state_dict_any(NLayerSetDiscriminator(ndf=8), _official('10_net_D_A.pth')).eval()
     sd = D.state_dict()
@@ -198,7 +189,6 @@ def test_own_format_round_trips_unchanged(case, tmp_path):
         assert torch.equal(D(x), D2(x))
 
 
-@needs_official
 def test_wrong_width_names_file_and_option():
     with pytest.raises(UserInputError) as e:
         load_state_dict_any(ResnetSetGenerator(ngf=16), _official('10_net_G_A.pth'))
@@ -208,7 +198,6 @@ def test_wrong_width_names_file_and_option():
     assert '10_net_D_A.pth' in str(e.value) and '--ndf' in str(e.value)
 
 
-@needs_official
 def test_checkpoint_of_other_network_lists_keys():
     with pytest.raises(UserInputError) as e:
         load_state_dict_any(NLayerSetDiscriminator(ndf=8), _official('10_net_G_A.pth'))
@@ -216,7 +205,6 @@ def test_checkpoint_of_other_network_lists_keys():
     assert '10_net_G_A.pth' in msg and 'missing' in msg and 'encoder_img' in msg
 
 
-@needs_official
 def test_damaged_official_spectral_norm_entry_is_user_error(tmp_path):
     sd = torch.load(_official('10_net_D_A.pth'), weights_only=True)
     sd['classifier.0.module.weight_u'] = torch.ones(7)
@@ -225,7 +213,6 @@ def test_damaged_official_spectral_norm_entry_is_user_error(tmp_path):
         load_state_dict_any(NLayerSetDiscriminator(ndf=8), tmp_path / 'bad.pth')
 
 
-@needs_official
 def test_truncated_checkpoint_is_user_error(tmp_path):
     data = open(_official('10_net_G_A.pth'), 'rb').read()
     path = tmp_path / 'cut.pth'
