@@ -17,7 +17,6 @@ A NaN or infinite loss stops training before the optimizer step that would use i
 3, the message names the loss, epoch and iteration; no checkpoint is written after it), or with
 ``--nan_policy skip`` skips that step and reports the count at the end of each epoch.
 """
-import math
 import sys
 import time
 
@@ -26,10 +25,11 @@ from tqdm import tqdm
 
 from data import create_dataset
 from models import create_model
-from models.base_model import NonFiniteLoss
 from options.train_options import TrainOptions
-from util import checkpoint, distributed
+from util import checkpoint, distributed, train_step
 from util.errors import UserInputError
+from util.train_step import NonFiniteLoss
+from util.training_state import TrainingState
 
 __all__ = ['train', 'main', 'NonFiniteLoss']
 
@@ -46,12 +46,12 @@ def to_channels_last(batch):
             for k, v in batch.items()}
 
 
-def resume_point(opt, model, dataset):
+def resume_point(opt, training_state, dataset):
     """(start epoch, start batch, total_iters) from the training state of ``--continue_train``."""
     if not opt.continue_train:
         return opt.epoch_count, 0, 0
     label = f'iter_{opt.load_iter}' if opt.load_iter > 0 else opt.epoch
-    state = model.load_training_state(label)
+    state = training_state.load(label)
     if state is None:
         if distributed.is_main(opt):
             print(f'{label}: networks only (no training state); starting at epoch {opt.epoch_count} '
@@ -91,7 +91,8 @@ def train(opt):
         stray = checkpoint.remove_stray_temps(model.save_dir)
         if stray:
             print(f'removed {len(stray)} temporary files of an interrupted save from {model.save_dir}')
-    start_epoch, start_batch, total_iters = resume_point(opt, model, dataset)
+    training_state = TrainingState(model)
+    start_epoch, start_batch, total_iters = resume_point(opt, training_state, dataset)
     visualizer = Visualizer(opt) if main_rank else None
     n_epochs = opt.n_epochs + opt.n_epochs_decay
     per_epoch = len(dataset) // max(1, opt.world_size)
@@ -106,7 +107,7 @@ def train(opt):
     for epoch in range(start_epoch, n_epochs + 1):
         skip = start_batch if epoch == start_epoch else 0
         dataset.set_epoch(epoch, skip)
-        model.skipped_steps = 0
+        skipped_before = model.skipped_steps
         epoch_start, epoch_iter, batches = time.time(), skip * opt.batch_size, skip
         if visualizer is not None:
             visualizer.reset()
@@ -120,30 +121,15 @@ def train(opt):
             if opt.channels_last:
                 batch = to_channels_last(batch)
             model.set_input(batch)
-            guarded = model.guarded_steps
-            where = (f'at epoch {epoch}, iteration {i + 1} of the epoch '
-                     f'(samples {total_iters + 1}-{total_iters + opt.batch_size * opt.world_size})')
             try:
-                model.optimize_parameters()
+                losses = train_step.optimize(model)
             except NonFiniteLoss as e:
-                raise NonFiniteLoss(e.name, e.value, f'{e} {where}; training stopped before that optimizer '
-                                    f'step, so the last checkpoint ({last_saved}) is untouched. Lower --lr, '
-                                    'check the data, or use --nan_policy skip.') from None
-            losses = model.get_current_losses()
-            bad = [k for k, v in losses.items() if not math.isfinite(v)]
-            # models that step through BaseModel.step have already stopped or skipped; others are
-            # checked here, after their step (no checkpoint is written after it either)
-            unguarded = model.guarded_steps == guarded
-            if unguarded and main_rank and (epoch, i) == (start_epoch, skip) and opt.amp == 'fp16':
-                print(f'warning: {type(model).__name__} takes its optimizer steps itself, so --amp fp16 runs '
-                      'without loss scaling and --nan_policy skip cannot skip; use BaseModel.backward and '
-                      'BaseModel.step in optimize_parameters', flush=True)
-            if distributed.any_rank(bad and (unguarded or opt.nan_policy == 'stop'), model.device):
-                name = bad[0] if bad else None
-                what = f'loss {name} is {losses.get(name)}' if name else 'a loss is not finite on another rank'
-                raise NonFiniteLoss(name, losses.get(name), f'{what} {where}; training stopped and no checkpoint '
-                                    f'was written after this step (the last: {last_saved}). Lower --lr or check '
-                                    'the data.')
+                when = ('before that optimizer step' if e.before_step else
+                        'after a step the model took itself (not through its OptimWrapper)')
+                raise NonFiniteLoss(e.name, e.value, f'{e} at epoch {epoch}, iteration {i + 1} of the epoch (samples '
+                                    f'{total_iters + 1}-{total_iters + opt.batch_size * opt.world_size}); training '
+                                    f'stopped {when} and no checkpoint was written after this step (the last: '
+                                    f'{last_saved}). Lower --lr, check the data, or use --nan_policy skip.') from None
             n = opt.batch_size * opt.world_size
             before, total_iters = total_iters, total_iters + n
             epoch_iter, batches = epoch_iter + opt.batch_size, i + 1
@@ -154,7 +140,7 @@ def train(opt):
                     model.compute_visuals()
                     visualizer.display_current_results(model.get_current_visuals(), epoch,
                                                        crossed(before, total_iters, opt.update_html_freq),
-                                                       value_range=getattr(model, 'visual_value_range', (-1, 1)))
+                                                       value_range=model.visual_value_range)
                 if crossed(before, total_iters, opt.print_freq):
                     t_comp = (time.time() - t0) / opt.batch_size
                     visualizer.print_current_losses(epoch, epoch_iter, losses, t_comp, t0 - t_data)
@@ -162,21 +148,22 @@ def train(opt):
                         visualizer.plot_current_losses(epoch, min(1.0, epoch_iter / max(1, per_epoch)), losses)
             if crossed(before, total_iters, opt.save_latest_freq):
                 labels = ['latest'] + ([f'iter_{total_iters}'] if opt.save_by_iter else [])
-                model.save_checkpoint(labels, progress(epoch, batches, done=False))
+                training_state.save(labels, progress(epoch, batches, done=False))
                 last_saved = f'{"/".join(labels)}, epoch {epoch} iteration {batches}'
             t_data = time.time()
         bar.close()
         model.update_learning_rate()
         labels = ['latest'] + ([epoch] if opt.save_epoch_freq > 0 and epoch % opt.save_epoch_freq == 0 else [])
-        model.save_checkpoint(labels, progress(epoch, batches, done=True))
+        training_state.save(labels, progress(epoch, batches, done=True))
         last_saved = f'{"/".join(map(str, labels))}, end of epoch {epoch}'
         if main_rank:
             lr = model.optimizers[0].param_groups[0]['lr'] if model.optimizers else 0
             print(f'End of epoch {epoch} / {n_epochs} \t Time Taken: {time.time() - epoch_start:.1f} sec '
                   f'\t lr {lr:.7f}', flush=True)
-            if model.skipped_steps:
-                print(f'epoch {epoch}: skipped {model.skipped_steps} optimizer steps on non-finite losses '
-                      '(--nan_policy skip)', flush=True)
+            skipped = model.skipped_steps - skipped_before
+            if skipped:
+                print(f'epoch {epoch}: skipped {skipped} optimizer steps on non-finite losses (--nan_policy skip)',
+                      flush=True)
     return model
 
 

@@ -14,7 +14,7 @@ import torch
 
 from models import networks
 from models.base_model import BaseModel
-from models.losses import alpha_prediction_loss, composition_loss, laplacian_loss
+from models.losses import alpha_prediction_loss, composition_loss, discriminator_loss, laplacian_loss
 from models.matting_networks import IMAGENET_MEAN, IMAGENET_STD
 from util.errors import UserInputError
 from util.image_pool import ImagePool
@@ -98,6 +98,8 @@ class AlphaGANModel(BaseModel):
     the running statistics instead (on the synthetic demo both gave a similar SAD).
     """
 
+    visual_value_range = (0.0, 1.0)
+
     @staticmethod
     def modify_commandline_options(parser, is_train=True):
         # Paper: batch size 1, crops of 320 px (from 320 / 480 / 640 px windows, the matting
@@ -138,7 +140,6 @@ class AlphaGANModel(BaseModel):
             if self.isTrain and getattr(opt, name) < 0:
                 raise UserInputError(f'--{name} must be >= 0, got {getattr(opt, name)}')
         self.visual_names = ['image', 'trimap', 'alpha', 'composite', 'gt_alpha']
-        self.visual_value_range = (0.0, 1.0)
         self.model_names = ['G', 'D'] if self.isTrain else ['G']
         # Pretrained encoder weights only for a new training run: at test time and with
         # --continue_train the checkpoint overwrites them anyway (and no download is needed).
@@ -156,9 +157,9 @@ class AlphaGANModel(BaseModel):
                                           opt.init_gain, self.device)
             self.image_pools = {'fake': ImagePool(opt.pool_size)}
             self.criterionGAN = networks.GANLoss(opt.gan_mode).to(self.device)
-            self.optimizer_G = self.make_adam(self.netG)
-            self.optimizer_D = self.make_adam(self.netD)
-            self.optimizers = [self.optimizer_G, self.optimizer_D]
+            self.opt_G = self.make_optimizer(self.netG)
+            self.opt_D = self.make_optimizer(self.netD)
+            self.optimizers = [self.opt_G, self.opt_D]
 
     def register_normalisation(self):
         """ImageNet statistics (1, 3, 1, 1) and the plain background (1, 3, 1, 1) on the device."""
@@ -191,10 +192,8 @@ class AlphaGANModel(BaseModel):
         return torch.cat([(self.image - self.rgb_mean) / self.rgb_std, self.trimap], dim=1)
 
     def forward(self):
-        """G on the batch: ``pred_alpha`` (raw output) and everything derived from it (``derive``)."""
-        with self.autocast():
-            pred = self.netG(self.generator_input())
-        self.pred_alpha = pred.float()
+        """G on the batch: ``pred_alpha`` (raw output, float32) and everything derived from it (``derive``)."""
+        self.pred_alpha = self.netG(self.generator_input()).float()
         self.derive()
 
     def derive(self):
@@ -211,51 +210,38 @@ class AlphaGANModel(BaseModel):
             self.fake_composite = composite(self.alpha, self.fg, self.bg)
 
     # ------------------------------------------------------------------ losses
-    def discriminate(self, d_input):
-        """D's patch logits (B, 1, h, w) for a ``discriminator_input`` (B, 4, H, W) in [-1, 1]."""
-        with self.autocast():
-            return self.netD(d_input)
-
-    def compute_G_losses(self):
-        """Set ``loss_alpha``, ``loss_comp``, ``loss_G_GAN`` (and ``loss_lap``), weighted; return their sum.
-        Every term only sees the unknown region: the known pixels of ``alpha`` are the trimap's."""
+    def generator_losses(self):
+        """Set and return ``loss_alpha``, ``loss_comp``, ``loss_G_GAN`` (and ``loss_lap``), weighted
+        (name -> tensor). Every term only sees the unknown region: the known pixels of ``alpha``
+        are the trimap's."""
         opt = self.opt
         self.loss_alpha = alpha_prediction_loss(self.alpha, self.gt_alpha, self.unknown) * opt.lambda_alpha
         self.loss_comp = composition_loss(self.alpha, self.fg, self.bg, self.image, self.unknown) * opt.lambda_comp
         fake = discriminator_input(self.fake_composite, self.trimap)
-        self.loss_G_GAN = self.criterionGAN(self.discriminate(fake), True, for_discriminator=False) * opt.lambda_gan
-        total = self.loss_alpha + self.loss_comp + self.loss_G_GAN
+        self.loss_G_GAN = self.criterionGAN(self.netD(fake), True, for_discriminator=False) * opt.lambda_gan
         if opt.lambda_lap > 0:
             self.loss_lap = laplacian_loss(self.alpha, self.gt_alpha, self.unknown) * opt.lambda_lap
-            total = total + self.loss_lap
-        return total
+        return {k: getattr(self, 'loss_' + k) for k in self.loss_names if k != 'D'}
 
-    def backward_G(self):
-        self.loss_G = self.compute_G_losses()
-        self.backward(self.loss_G, self.optimizer_G)
-
-    def backward_D(self):
+    def discriminator_losses(self):
         """D: ground-truth composite -> real, composite of the (detached) prediction -> fake. With
         ``--pool_size`` > 0 the pool keeps whole D inputs, so a past fake keeps its own trimap."""
         real = discriminator_input(self.image, self.trimap)
         fake = self.image_pools['fake'].query(discriminator_input(self.fake_composite.detach(), self.trimap))
-        loss_real = self.criterionGAN(self.discriminate(real), True)
-        loss_fake = self.criterionGAN(self.discriminate(fake), False)
-        self.loss_D = (loss_real + loss_fake) * 0.5
-        self.backward(self.loss_D, self.optimizer_D)
+        self.loss_D = discriminator_loss(self.criterionGAN, self.netD, real, fake)
+        return {'D': self.loss_D}
 
     def optimize_parameters(self):
-        """G step, then D step, each through ``BaseModel.step`` (non-finite check, GradScaler under
-        --amp fp16; under torchrun DistributedDataParallel averages the gradients in backward)."""
-        self.forward()
-        self.set_requires_grad(self.netD, False)
-        self.optimizer_G.zero_grad()
-        self.backward_G()
-        self.step(self.optimizer_G, [n for n in self.loss_names if n != 'D'])
+        """G step (D frozen), then D step, each through its ``OptimWrapper``."""
+        with self.opt_G.context():
+            self.forward()
+            self.set_requires_grad(self.netD, False)
+            losses = self.generator_losses()
+        self.opt_G.update(losses)
         self.set_requires_grad(self.netD, True)
-        self.optimizer_D.zero_grad()
-        self.backward_D()
-        self.step(self.optimizer_D, ['D'])
+        with self.opt_D.context():
+            losses = self.discriminator_losses()
+        self.opt_D.update(losses)
 
     # ------------------------------------------------------------------ test time
     def test(self):

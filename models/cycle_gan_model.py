@@ -4,6 +4,7 @@ import torch
 
 from models import networks
 from models.base_model import BaseModel
+from models.losses import discriminator_loss
 from util.image_pool import ImagePool
 
 
@@ -48,9 +49,9 @@ class CycleGANModel(BaseModel):
             self.criterionGAN = networks.GANLoss(opt.gan_mode).to(self.device)
             self.criterionCycle = torch.nn.L1Loss()
             self.criterionIdt = torch.nn.L1Loss()
-            self.optimizer_G = self.make_adam(self.netG_A, self.netG_B)
-            self.optimizer_D = self.make_adam(self.netD_A, self.netD_B)
-            self.optimizers = [self.optimizer_G, self.optimizer_D]
+            self.opt_G = self.make_optimizer(self.netG_A, self.netG_B)
+            self.opt_D = self.make_optimizer(self.netD_A, self.netD_B)
+            self.optimizers = [self.opt_G, self.opt_D]
 
     def set_input(self, input):
         AtoB = self.opt.direction == 'AtoB'
@@ -64,48 +65,32 @@ class CycleGANModel(BaseModel):
         self.fake_A = self.netG_B(self.real_B)
         self.rec_B = self.netG_A(self.fake_A)
 
-    def backward_D_basic(self, netD, real, fake):
-        """Discriminator loss: (real -> 1, fake -> 0) / 2; backward (scaled under --amp fp16)."""
-        with self.autocast():
-            loss_D = (self.criterionGAN(netD(real), True) + self.criterionGAN(netD(fake.detach()), False)) * 0.5
-        self.backward(loss_D, self.optimizer_D)
-        return loss_D
-
-    def backward_D_A(self):
-        self.loss_D_A = self.backward_D_basic(self.netD_A, self.real_B, self.image_pools['fake_B'].query(self.fake_B))
-
-    def backward_D_B(self):
-        self.loss_D_B = self.backward_D_basic(self.netD_B, self.real_A, self.image_pools['fake_A'].query(self.fake_A))
-
-    def backward_G(self):
+    def generator_losses(self):
+        """Set and return the G losses (name -> tensor): GAN, cycle and identity of both directions."""
         lambda_idt, lambda_A, lambda_B = self.opt.lambda_identity, self.opt.lambda_A, self.opt.lambda_B
-        with self.autocast():
-            if lambda_idt > 0:
-                self.idt_A = self.netG_A(self.real_B)
-                self.loss_idt_A = self.criterionIdt(self.idt_A, self.real_B) * lambda_B * lambda_idt
-                self.idt_B = self.netG_B(self.real_A)
-                self.loss_idt_B = self.criterionIdt(self.idt_B, self.real_A) * lambda_A * lambda_idt
-            else:
-                self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
-            self.loss_G_A = self.criterionGAN(self.netD_A(self.fake_B), True, for_discriminator=False)
-            self.loss_G_B = self.criterionGAN(self.netD_B(self.fake_A), True, for_discriminator=False)
-            self.loss_cycle_A = self.criterionCycle(self.rec_A, self.real_A) * lambda_A
-            self.loss_cycle_B = self.criterionCycle(self.rec_B, self.real_B) * lambda_B
-            self.loss_G = (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
-                           + self.loss_idt_A + self.loss_idt_B)
-        self.backward(self.loss_G, self.optimizer_G)
+        if lambda_idt > 0:
+            self.idt_A = self.netG_A(self.real_B)
+            self.loss_idt_A = self.criterionIdt(self.idt_A, self.real_B) * lambda_B * lambda_idt
+            self.idt_B = self.netG_B(self.real_A)
+            self.loss_idt_B = self.criterionIdt(self.idt_B, self.real_A) * lambda_A * lambda_idt
+        else:
+            self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
+        self.loss_G_A = self.criterionGAN(self.netD_A(self.fake_B), True, for_discriminator=False)
+        self.loss_G_B = self.criterionGAN(self.netD_B(self.fake_A), True, for_discriminator=False)
+        self.loss_cycle_A = self.criterionCycle(self.rec_A, self.real_A) * lambda_A
+        self.loss_cycle_B = self.criterionCycle(self.rec_B, self.real_B) * lambda_B
+        return {k: getattr(self, 'loss_' + k) for k in ('G_A', 'G_B', 'cycle_A', 'cycle_B', 'idt_A', 'idt_B')}
 
     def optimize_parameters(self):
-        """G step, then D step, each through ``BaseModel.step`` (non-finite check, gradient
-        averaging under torchrun, GradScaler under --amp fp16)."""
-        with self.autocast():
+        """G step (D frozen), then D step on pooled fakes; each through its ``OptimWrapper``."""
+        with self.opt_G.context():
             self.forward()
-        self.set_requires_grad([self.netD_A, self.netD_B], False)
-        self.optimizer_G.zero_grad()
-        self.backward_G()
-        self.step(self.optimizer_G, ['G_A', 'G_B', 'cycle_A', 'cycle_B', 'idt_A', 'idt_B'])
+            self.set_requires_grad([self.netD_A, self.netD_B], False)
+            losses = self.generator_losses()
+        self.opt_G.update(losses)
         self.set_requires_grad([self.netD_A, self.netD_B], True)
-        self.optimizer_D.zero_grad()
-        self.backward_D_A()
-        self.backward_D_B()
-        self.step(self.optimizer_D, ['D_A', 'D_B'])
+        fake_B, fake_A = self.image_pools['fake_B'].query(self.fake_B), self.image_pools['fake_A'].query(self.fake_A)
+        with self.opt_D.context():
+            self.loss_D_A = discriminator_loss(self.criterionGAN, self.netD_A, self.real_B, fake_B.detach())
+            self.loss_D_B = discriminator_loss(self.criterionGAN, self.netD_B, self.real_A, fake_A.detach())
+        self.opt_D.update({'D_A': self.loss_D_A, 'D_B': self.loss_D_B})

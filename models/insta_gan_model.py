@@ -1,18 +1,31 @@
 """InstaGAN (Mo, Cho, Shin, ICLR 2019): instance-aware unpaired translation of an image together
 with its instance masks, trained with sequential mini-batch translation."""
 import math
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import torch
 
 from models import networks
 from models.base_model import BaseModel
-from util import distributed
+from models.losses import discriminator_loss
 from util.image_pool import ImagePool
+from util.train_step import Participation, join_ranks
 
 
-# the side (A: G_A's direction, B: G_B's) each reported loss belongs to
-LOSS_SIDE = {'G_A': 'A', 'cyc_A': 'A', 'idt_B': 'A', 'ctx_A': 'A', 'D_A': 'A',
-             'G_B': 'B', 'cyc_B': 'B', 'idt_A': 'B', 'ctx_B': 'B', 'D_B': 'B'}
+class SideNames(NamedTuple):
+    """The loss names of one side (official naming: the identity loss of G_B is on A images)."""
+    G: str
+    cyc: str
+    idt: str
+    ctx: str
+    D: str
+
+
+# side A: G_A translates A -> B, judged by D_A; side B: G_B translates B -> A, judged by D_B
+NAMES = {'A': SideNames('G_A', 'cyc_A', 'idt_B', 'ctx_A', 'D_A'),
+         'B': SideNames('G_B', 'cyc_B', 'idt_A', 'ctx_B', 'D_B')}
+LOSS_SIDE = {name: side for side, names in NAMES.items() for name in names}
 
 
 def merge_masks(segs):
@@ -92,9 +105,9 @@ class InstaGANModel(BaseModel):
             self.criterionGAN = networks.GANLoss(opt.gan_mode).to(self.device)
             self.criterionCyc = torch.nn.L1Loss()
             self.criterionIdt = torch.nn.L1Loss()
-            self.optimizer_G = self.make_adam(self.netG_A, self.netG_B)
-            self.optimizer_D = self.make_adam(self.netD_A, self.netD_B)
-            self.optimizers = [self.optimizer_G, self.optimizer_D]
+            self.opt_G = self.make_optimizer(self.netG_A, self.netG_B)
+            self.opt_D = self.make_optimizer(self.netD_A, self.netD_B)
+            self.optimizers = [self.opt_G, self.opt_D]
 
     # ------------------------------------------------------------------ checkpoints
     def convert_state_dict(self, name, state_dict, net):
@@ -129,102 +142,65 @@ class InstaGANModel(BaseModel):
         self.image_paths = input['A_paths' if AtoB else 'B_paths']
 
     # ------------------------------------------------------------------ translation
-    def pass_slice(self, i):
+    def pass_slots(self, i):
+        """The mask slots translated in pass ``i``: ``ins_per`` of them (fewer in a remainder pass)."""
         return slice(self.opt.ins_per * i, min(self.opt.ins_per * (i + 1), self.opt.ins_max))
 
-    def run_generators(self, real_A_sng, real_B_sng, with_idt):
-        """G_A(real_A) -> fake_B -> G_B -> rec_A and G_B(real_B) -> fake_A -> G_A -> rec_B for the
-        active samples of each side ((b, 3 + n, H, W) tensors, b may be 0). With instance norm, the
-        calls of one generator are fused into one batch: per-sample results are unchanged.
-        Returns dict with fake_B, rec_A, fake_A, rec_B, idt_A (G_A(real_B)), idt_B (G_B(real_A))."""
+    def run_generators(self, real_A, real_B, with_idt):
+        """Both translation cycles of a pass on its active samples ((b, 3 + n, H, W), b may be 0):
+        fake_B = G_A(real_A), rec_A = G_B(fake_B), fake_A = G_B(real_B), rec_B = G_A(fake_A), and
+        with ``with_idt`` the identity mappings idt_A = G_A(real_B), idt_B = G_B(real_A). With
+        per-sample normalisation the calls of one generator are fused into one batch (per-sample
+        results unchanged). Returns (fake_B, rec_A, fake_A, rec_B, idt_A, idt_B) (idt_* None without)."""
         def call(net, xs):
-            xs = [x for x in xs]
             sizes = [x.shape[0] for x in xs]
             if sum(sizes) == 0:
-                return [x for x in xs]
+                return list(xs)
             if self.fuse_calls:
                 return list(net(torch.cat(xs, 0)).split(sizes, 0))
             return [net(x) if x.shape[0] else x for x in xs]
-        idt = [real_B_sng] if with_idt else []
-        fake_B, *idt_A = call(self.netG_A, [real_A_sng] + idt)
-        idt = [real_A_sng] if with_idt else []
-        rec_A, fake_A, *idt_B = call(self.netG_B, [fake_B, real_B_sng] + idt)
+        fake_B, *idt_A = call(self.netG_A, [real_A] + ([real_B] if with_idt else []))
+        rec_A, fake_A, *idt_B = call(self.netG_B, [fake_B, real_B] + ([real_A] if with_idt else []))
         rec_B, = call(self.netG_A, [fake_A])
-        return dict(fake_B=fake_B, rec_A=rec_A, fake_A=fake_A, rec_B=rec_B,
-                    idt_A=idt_A[0] if idt_A else None, idt_B=idt_B[0] if idt_B else None)
+        return fake_B, rec_A, fake_A, rec_B, (idt_A or [None])[0], (idt_B or [None])[0]
 
     def start_passes(self):
-        """Per-pass state: the current input images and the translated masks of earlier passes."""
-        self.cur_A_img, self.cur_B_img = self.real_A_img, self.real_B_img
-        self.fake_B_segs = -torch.ones_like(self.real_A_segs)
-        self.fake_A_segs = -torch.ones_like(self.real_B_segs)
-        self.rec_A_segs = -torch.ones_like(self.real_A_segs)
-        self.rec_B_segs = -torch.ones_like(self.real_B_segs)
-        self.rec_A_img, self.rec_B_img = self.real_A_img.clone(), self.real_B_img.clone()
-        self._rec_set_A = torch.zeros(self.real_A_img.shape[0], dtype=torch.bool, device=self.device)
-        self._rec_set_B = torch.zeros_like(self._rec_set_A)
+        """Start a sequential translation: each direction from the real images, no mask translated yet."""
+        self.seq_A = Sequence.start(self.real_A_img, self.real_A_segs)
+        self.seq_B = Sequence.start(self.real_B_img, self.real_B_segs)
+        self.current_pass = None
 
     def forward(self, i=0, with_idt=False):
-        """Pass ``i`` of the sequential translation, on the samples that have instances in it.
+        """Pass ``i`` of the sequential translation, on the samples that have instances in it;
+        returns its :class:`Pass` (also ``self.current_pass``), whose tensors keep their graph for
+        the losses, and carries its outputs (detached) into ``seq_A`` / ``seq_B`` for the next pass.
 
-        Sets ``self.p`` (the pass's tensors for the losses) and updates the current images, the
-        merged masks and the visuals. Gradients flow through this pass only.
-
-        Under torchrun (training), a side that has no instance in this pass on this rank but has
-        some on another rank runs anyway on its first sample as a *stand-in* (``p['stand_in_A']``):
-        its losses are multiplied by 0 and it changes no state, so that every rank makes the same
-        backward calls (DistributedDataParallel's all-reduce) and adds zero gradients."""
-        self.p = None   # free the previous pass's graph before this pass allocates
-        sl = self.pass_slice(i)
-        segs_A, segs_B = self.real_A_segs[:, sl], self.real_B_segs[:, sl]
-        ia = is_nonempty(segs_A).any(1).nonzero().squeeze(1)    # active samples of each side
-        ib = is_nonempty(segs_B).any(1).nonzero().squeeze(1)
-        run_A, run_B = len(ia) > 0, len(ib) > 0
-        stand_in_A = stand_in_B = False
-        if self.isTrain and torch.is_grad_enabled() and distributed.active():
-            run_A, run_B = self.any_rank([run_A, run_B])
-            first = torch.zeros(1, dtype=torch.long, device=ia.device)
-            stand_in_A, stand_in_B = run_A and not len(ia), run_B and not len(ib)
-            ia = first if stand_in_A else ia
-            ib = first if stand_in_B else ib
-        real_A_sng = torch.cat([self.cur_A_img, segs_A], 1)[ia]
-        real_B_sng = torch.cat([self.cur_B_img, segs_B], 1)[ib]
-        out = self.run_generators(real_A_sng, real_B_sng, with_idt)
-        n = sl.stop - sl.start
-        # D input: the translated image with the masks of all passes so far (earlier ones detached)
-        fake_B_mul = self.fake_B_segs[ia].clone()
-        fake_B_mul[:, sl] = out['fake_B'][:, 3:]
-        fake_A_mul = self.fake_A_segs[ib].clone()
-        fake_A_mul[:, sl] = out['fake_A'][:, 3:]
-        self.p = dict(out, ia=ia, ib=ib, real_A_sng=real_A_sng, real_B_sng=real_B_sng, run_A=run_A, run_B=run_B,
-                      stand_in_A=stand_in_A, stand_in_B=stand_in_B,
-                      fake_B_mul=torch.cat([out['fake_B'][:, :3], fake_B_mul], 1),
-                      fake_A_mul=torch.cat([out['fake_A'][:, :3], fake_A_mul], 1))
-        # carry state to the next pass (inactive samples keep their image and empty masks)
-        if stand_in_A:
-            ia, out = ia[:0], dict(out, fake_B=out['fake_B'][:0], rec_A=out['rec_A'][:0])
-        if stand_in_B:
-            ib, out = ib[:0], dict(out, fake_A=out['fake_A'][:0], rec_B=out['rec_B'][:0])
-        with torch.no_grad():
-            self.cur_A_img = self.cur_A_img.index_copy(0, ia, out['fake_B'][:, :3].detach())
-            self.cur_B_img = self.cur_B_img.index_copy(0, ib, out['fake_A'][:, :3].detach())
-            self.fake_B_segs[ia, sl] = out['fake_B'][:, 3:3 + n].detach()
-            self.fake_A_segs[ib, sl] = out['fake_A'][:, 3:3 + n].detach()
-            self.rec_A_segs[ia, sl] = out['rec_A'][:, 3:3 + n].detach()
-            self.rec_B_segs[ib, sl] = out['rec_B'][:, 3:3 + n].detach()
-            # the reconstruction shown is that of the first pass each sample took part in
-            first_a = ia[~self._rec_set_A[ia]]
-            first_b = ib[~self._rec_set_B[ib]]
-            self.rec_A_img[first_a] = out['rec_A'][~self._rec_set_A[ia], :3].detach()
-            self.rec_B_img[first_b] = out['rec_B'][~self._rec_set_B[ib], :3].detach()
-            self._rec_set_A[ia] = True
-            self._rec_set_B[ib] = True
+        Under torchrun (training), a side with no instance in this pass on this rank but some on
+        another rank runs anyway on this rank's first sample as a stand-in
+        (:func:`util.train_step.join_ranks`): its losses are multiplied by 0 and it changes no
+        state, so that every rank makes the same backward calls."""
+        self.current_pass = None   # free the previous pass's graph before this pass allocates
+        slots = self.pass_slots(i)
+        segs_A, segs_B = self.real_A_segs[:, slots], self.real_B_segs[:, slots]
+        with_instances = [is_nonempty(segs).any(1).nonzero().squeeze(1) for segs in (segs_A, segs_B)]
+        part_A, part_B = join_ranks(with_instances, self.device, training=self.isTrain and torch.is_grad_enabled())
+        real_A = torch.cat([self.seq_A.image, segs_A], 1)[part_A.index]
+        real_B = torch.cat([self.seq_B.image, segs_B], 1)[part_B.index]
+        fake_B, rec_A, fake_A, rec_B, idt_A, idt_B = self.run_generators(real_A, real_B, with_idt)
+        self.current_pass = Pass(
+            slots,
+            A=PassSide(part_A, real_A, fake_B, rec_A, idt_B, self.seq_A.with_all_masks(part_A.index, slots, fake_B)),
+            B=PassSide(part_B, real_B, fake_A, rec_B, idt_A, self.seq_B.with_all_masks(part_B.index, slots, fake_A)))
+        for seq, side in ((self.seq_A, self.current_pass.A), (self.seq_B, self.current_pass.B)):
+            seq.advance(side.part.kept(side.part.index), slots, side.part.kept(side.fake), side.part.kept(side.rec))
         self.set_visuals()
+        return self.current_pass
 
     def set_visuals(self):
-        self.fake_B_img, self.fake_A_img = self.cur_A_img, self.cur_B_img
-        self.fake_B_seg, self.fake_A_seg = merge_masks(self.fake_B_segs), merge_masks(self.fake_A_segs)
-        self.rec_A_seg, self.rec_B_seg = merge_masks(self.rec_A_segs), merge_masks(self.rec_B_segs)
+        self.fake_B_img, self.fake_A_img = self.seq_A.image, self.seq_B.image
+        self.rec_A_img, self.rec_B_img = self.seq_A.rec_image, self.seq_B.rec_image
+        self.fake_B_seg, self.fake_A_seg = merge_masks(self.seq_A.fake_segs), merge_masks(self.seq_B.fake_segs)
+        self.rec_A_seg, self.rec_B_seg = merge_masks(self.seq_A.rec_segs), merge_masks(self.seq_B.rec_segs)
 
     def test(self):
         """Sequential translation of all ``ins_max`` instances without gradients (test.py)."""
@@ -232,92 +208,139 @@ class InstaGANModel(BaseModel):
             self.start_passes()
             for i in range(self.n_passes):
                 self.forward(i)
+        self.current_pass = None
 
     # ------------------------------------------------------------------ losses
-    def backward_G(self):
-        """Generator losses of the current pass (only its active samples), then backward."""
-        zero = torch.zeros((), device=self.device)
-        losses = {k: zero for k in ('G_A', 'cyc_A', 'idt_B', 'ctx_A', 'G_B', 'cyc_B', 'idt_A', 'ctx_B')}
-        with self.autocast():
-            losses = self.generator_losses(losses)
-        self.backward(sum(losses.values()), self.optimizer_G)
-        return losses
-
-    def generator_losses(self, losses):
-        """The G losses of the current pass's active samples, filled into ``losses`` (name -> tensor)."""
-        p, o = self.p, self.opt
-        if p['run_A']:   # G_A: A -> B, judged by D_A; identity of G_B on A images (official naming)
-            side = self.direction_losses(self.netD_A, p['fake_B_mul'], p['real_A_sng'], p['fake_B'],
-                                         p['rec_A'], p['idt_B'], o.lambda_A, ('G_A', 'cyc_A', 'idt_B', 'ctx_A'))
-            losses.update({k: v * 0 for k, v in side.items()} if p['stand_in_A'] else side)
-        if p['run_B']:
-            side = self.direction_losses(self.netD_B, p['fake_A_mul'], p['real_B_sng'], p['fake_A'],
-                                         p['rec_B'], p['idt_A'], o.lambda_B, ('G_B', 'cyc_B', 'idt_A', 'ctx_B'))
-            losses.update({k: v * 0 for k, v in side.items()} if p['stand_in_B'] else side)
-        return losses
-
-    def direction_losses(self, netD, fake_mul, real, fake, rec, idt, lam, names):
-        """GAN, cycle, identity and context-preserving losses of one direction.
-
-        real / fake / rec / idt: (b, 3 + n, H, W) pass input, translation, reconstruction and identity
-        mapping (idt None: no identity loss); fake_mul: the translation with the masks of every pass
-        (what D sees). The context loss is L1 between real and translated image, weighted by the
-        background of both the real and the translated masks."""
+    def generator_losses(self, step):
+        """The G losses (name -> tensor) of pass ``step``'s active samples, side by side: GAN (D frozen),
+        cycle, identity and context-preserving; a stand-in side's are multiplied by 0."""
         o = self.opt
-        out = {names[0]: self.criterionGAN(netD(fake_mul), True, for_discriminator=False),
-               names[1]: self.criterionCyc(rec, real) * lam}
-        if idt is not None:
-            out[names[2]] = self.criterionIdt(idt, real) * lam * o.lambda_idt
+        losses = {}
+        for side, netD, lam, names in ((step.A, self.netD_A, o.lambda_A, NAMES['A']),
+                                       (step.B, self.netD_B, o.lambda_B, NAMES['B'])):
+            if side.part.runs:
+                losses.update(side.part.weigh(self.side_losses(side, netD, lam, names)))
+        return losses
+
+    def side_losses(self, side, netD, lam, names):
+        """GAN, cycle, identity and context-preserving losses of one direction of a pass. The context
+        loss is L1 between the pass's input and translated image, weighted by the background of both
+        the input and the translated masks."""
+        o = self.opt
+        out = {names.G: self.criterionGAN(netD(side.fake_set), True, for_discriminator=False),
+               names.cyc: self.criterionCyc(side.rec, side.real) * lam}
+        if side.idt is not None:
+            out[names.idt] = self.criterionIdt(side.idt, side.real) * lam * o.lambda_idt
         if o.lambda_ctx > 0:
-            n = real.shape[1] - 3
-            weight = (1 - merge_masks(torch.cat([real[:, 3:], fake[:, 3:3 + n]], 1))) / 2
-            out[names[3]] = weighted_l1(real[:, :3], fake[:, :3], weight) * lam * o.lambda_ctx
+            n = side.real.shape[1] - 3
+            weight = (1 - merge_masks(torch.cat([side.real[:, 3:], side.fake[:, 3:3 + n]], 1))) / 2
+            out[names.ctx] = weighted_l1(side.real[:, :3], side.fake[:, :3], weight) * lam * o.lambda_ctx
         return out
 
-    def backward_D(self, netD, real, fake, pool, stand_in=False):
-        """(real -> 1, pooled fake -> 0) / 2 for one discriminator; backward. A stand-in (see
-        :meth:`forward`) leaves the pool alone and backpropagates 0 * loss."""
-        fake = fake.detach() if stand_in else pool.query(fake.detach())
-        with self.autocast():
-            loss = (self.criterionGAN(netD(real), True) + self.criterionGAN(netD(fake), False)) * 0.5
-        if stand_in:
-            loss = loss * 0
-        self.backward(loss, self.optimizer_D)
-        return loss
+    def discriminator_losses(self, step):
+        """D_A: real B sets -> real, pooled translations of pass ``step`` (with the masks of every pass so
+        far) -> fake; D_B likewise. A stand-in side leaves its pool alone and weighs its loss by 0."""
+        losses = {}
+        for side, netD, real, pool, name in ((step.A, self.netD_A, self.real_B, self.image_pools['fake_B'], 'D_A'),
+                                             (step.B, self.netD_B, self.real_A, self.image_pools['fake_A'], 'D_B')):
+            if side.part.runs:
+                fake = side.fake_set.detach()
+                fake = fake if side.part.stand_in else pool.query(fake)
+                losses.update(side.part.weigh({name: discriminator_loss(self.criterionGAN, netD, real, fake)}))
+        return losses
 
     def optimize_parameters(self):
-        """Sequential mini-batch translation: for each pass, update G then D (through
-        ``BaseModel.step``). A pass without instances is skipped; under torchrun only when no rank
-        has any (a rank without them runs a stand-in with zero loss, see :meth:`forward`)."""
+        """Sequential mini-batch translation (the paper's Section 2.3): for each pass, translate a
+        mini-batch of instances, update G (D frozen), update D, and feed the translated image on.
+        A pass without instances is skipped (under torchrun only when no rank has any). The losses
+        reported are the means over the passes in which their side trained."""
         self.start_passes()
-        sums = {k: 0.0 for k in self.loss_names}
-        counts = {k: 0 for k in self.loss_names}
-        with_idt = self.opt.lambda_idt > 0
+        totals = {k: [] for k in self.loss_names}
         for i in range(self.n_passes):
-            with self.autocast():
-                self.forward(i, with_idt=with_idt)
-            p = self.p
-            if not (p['run_A'] or p['run_B']):
-                continue
-            self.set_requires_grad([self.netD_A, self.netD_B], False)
-            self.optimizer_G.zero_grad(set_to_none=True)
-            g_losses = self.backward_G()
-            self.step(self.optimizer_G, g_losses)
+            with self.opt_G.context():
+                step = self.forward(i, with_idt=self.opt.lambda_idt > 0)
+                if not step.runs:
+                    continue
+                self.set_requires_grad([self.netD_A, self.netD_B], False)
+                g_losses = self.generator_losses(step)
+            self.opt_G.update(g_losses)
             self.set_requires_grad([self.netD_A, self.netD_B], True)
-            self.optimizer_D.zero_grad(set_to_none=True)
-            d_losses = {}
-            if p['run_A']:
-                d_losses['D_A'] = self.backward_D(self.netD_A, self.real_B, p['fake_B_mul'], self.image_pools['fake_B'],
-                                                  p['stand_in_A'])
-            if p['run_B']:
-                d_losses['D_B'] = self.backward_D(self.netD_B, self.real_A, p['fake_A_mul'], self.image_pools['fake_A'],
-                                                  p['stand_in_B'])
-            self.step(self.optimizer_D, d_losses)
-            ran = {'A': p['run_A'] and not p['stand_in_A'], 'B': p['run_B'] and not p['stand_in_B']}
+            with self.opt_D.context():
+                d_losses = self.discriminator_losses(step)
+            self.opt_D.update(d_losses)
+            trained = {'A': step.A.part.trains, 'B': step.B.part.trains}
             for k, v in {**g_losses, **d_losses}.items():
-                if ran[LOSS_SIDE[k]]:
-                    sums[k] += float(v.detach() if torch.is_tensor(v) else v)
-                    counts[k] += 1
-        for k in self.loss_names:
-            setattr(self, 'loss_' + k, sums[k] / counts[k] if counts[k] else 0.0)
-        self.p = None   # free the last pass's graph references
+                if trained[LOSS_SIDE[k]]:
+                    totals[k].append(float(v.detach()))
+        for k, values in totals.items():
+            setattr(self, 'loss_' + k, sum(values) / len(values) if values else 0.0)
+        self.current_pass = None   # free the last pass's graph
+
+
+@dataclass
+class PassSide:
+    """One direction of a pass (side A: G_A translates A sets; side B: G_B translates B sets).
+
+    ``part``: which samples take part (:class:`util.train_step.Participation`); ``real``: the pass
+    input ``cat[image, the pass's n masks]`` (b, 3 + n, H, W) in [-1, 1]; ``fake``: its translation,
+    ``rec``: the reconstruction of ``real`` from ``fake``, ``idt``: the other generator's identity
+    mapping of ``real`` (None without the identity loss), all (b, 3 + n, H, W); ``fake_set``: what
+    the discriminator judges, the translated image with the translated masks of every pass so far
+    (b, 3 + ins_max, H, W; earlier passes' detached, empty slots -1)."""
+    part: Participation
+    real: torch.Tensor
+    fake: torch.Tensor
+    rec: torch.Tensor
+    idt: Optional[torch.Tensor]
+    fake_set: torch.Tensor
+
+
+@dataclass
+class Pass:
+    """The tensors of one pass of sequential translation (with their graph), for its losses."""
+    slots: slice
+    A: PassSide
+    B: PassSide
+
+    @property
+    def runs(self):
+        return self.A.part.runs or self.B.part.runs
+
+
+@dataclass
+class Sequence:
+    """What sequential translation carries from pass to pass for one direction, per sample (no graph).
+
+    ``image``: (B, 3, H, W) the input of the next pass (the real image translated by the passes so
+    far); ``fake_segs`` / ``rec_segs``: (B, ins_max, H, W) translated / reconstructed masks so far
+    (-1 where not yet translated); ``rec_image``: (B, 3, H, W) the reconstruction of the first pass
+    each sample took part in (the real image until then); ``rec_taken``: (B,) bool, whether it has one."""
+    image: torch.Tensor
+    fake_segs: torch.Tensor
+    rec_segs: torch.Tensor
+    rec_image: torch.Tensor
+    rec_taken: torch.Tensor
+
+    @classmethod
+    def start(cls, image, segs):
+        empty = -torch.ones_like(segs)
+        return cls(image, empty, empty.clone(), image.clone(),
+                   torch.zeros(image.shape[0], dtype=torch.bool, device=image.device))
+
+    def with_all_masks(self, index, slots, fake):
+        """``fake`` (b, 3 + n, H, W) of samples ``index`` with the translated masks of the earlier
+        passes around its own (in ``slots``): (b, 3 + ins_max, H, W), what D judges."""
+        segs = self.fake_segs[index].clone()
+        segs[:, slots] = fake[:, 3:]
+        return torch.cat([fake[:, :3], segs], 1)
+
+    @torch.no_grad()
+    def advance(self, index, slots, fake, rec):
+        """Take a pass's translations ``fake`` and reconstructions ``rec`` ((b, 3 + n, H, W)) of
+        samples ``index`` (b,): the others keep their image and masks."""
+        self.image = self.image.index_copy(0, index, fake[:, :3].detach())
+        self.fake_segs[index, slots] = fake[:, 3:].detach()
+        self.rec_segs[index, slots] = rec[:, 3:].detach()
+        first = ~self.rec_taken[index]
+        self.rec_image[index[first]] = rec[first, :3].detach()
+        self.rec_taken[index] = True

@@ -1,16 +1,24 @@
-"""Matting losses.
+"""Losses: the discriminator's GAN loss, and the matting losses.
+
+* :func:`discriminator_loss`: ``(real -> 1, fake -> 0) / 2`` for any ``GANLoss`` mode (CycleGAN,
+  InstaGAN, AlphaGAN); the ``GANLoss`` criterion itself lives in ``models/networks.py``;
 
 * :func:`alpha_prediction_loss` and :func:`composition_loss`: Xu, Price, Cohen & Huang, "Deep Image
   Matting", CVPR 2017 (also used by AlphaGAN, Lutz et al., BMVC 2018);
 * :func:`laplacian_loss`: Laplacian-pyramid L1 on alpha, as in later matting work (Hou & Liu,
   ICCV 2019; GCA Matting, Li & Lu, AAAI 2020; FBA Matting, Forte & Pitie, 2020).
 
-All are computed over the trimap's unknown region when a mask is given. The adversarial loss
-(``GANLoss``) lives in ``models/networks.py``.
+The matting losses are computed over the trimap's unknown region when a mask is given.
 """
 
 import torch
 import torch.nn.functional as F
+
+
+def discriminator_loss(criterion, netD, real, fake):
+    """``(criterion(netD(real), True) + criterion(netD(fake), False)) / 2``: D's loss, real judged first.
+    ``fake`` should be detached (or pooled) by the caller; ``criterion``: a ``networks.GANLoss``."""
+    return (criterion(netD(real), True) + criterion(netD(fake), False)) * 0.5
 
 
 def _check_shapes(name, reference, **tensors):

@@ -29,24 +29,31 @@ class TemplateModel(BaseModel):
                                       not opt.no_dropout, opt.init_type, opt.init_gain, self.device)
         if self.isTrain:
             self.criterionLoss = torch.nn.L1Loss()
-            self.optimizer = self.make_adam(self.netG)
-            self.optimizers = [self.optimizer]
+            # an OptimWrapper (util/train_step.py): Adam with --lr, plus --amp and --nan_policy
+            self.opt_G = self.make_optimizer(self.netG)
+            self.optimizers = [self.opt_G]     # saved with the training state; one scheduler each
 
     def set_input(self, input):
+        """Unpack a batch: 'A', 'B' (B, C, H, W) in [-1, 1] and the A paths."""
         AtoB = self.opt.direction == 'AtoB'
         self.data_A = input['A' if AtoB else 'B'].to(self.device)
         self.data_B = input['B' if AtoB else 'A'].to(self.device)
         self.image_paths = input['A_paths' if AtoB else 'B_paths']
 
     def forward(self):
+        """G(A): (B, C, H, W) in [-1, 1]; test.py runs it under no_grad (``BaseModel.test``)."""
         self.output = self.netG(self.data_A)
 
-    def backward(self):
+    def generator_losses(self):
+        """name -> loss tensor; each is also kept as ``self.loss_<name>`` for printing."""
         self.loss_G = self.criterionLoss(self.output, self.data_B) * self.opt.lambda_regression
-        self.loss_G.backward()
+        return {'G': self.loss_G}
 
     def optimize_parameters(self):
-        self.forward()
-        self.optimizer.zero_grad()
-        self.backward()
-        self.optimizer.step()
+        """One update: forward and losses under the wrapper's context (autocast with --amp), then
+        ``update`` (backward, non-finite check, step, gradients freed). Never call
+        ``loss.backward()`` or ``optimizer.step()`` yourself: the wrapper does both."""
+        with self.opt_G.context():
+            self.forward()
+            losses = self.generator_losses()
+        self.opt_G.update(losses)

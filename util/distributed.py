@@ -167,3 +167,14 @@ def set_deterministic():
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
+
+
+def unwrap(net):
+    """The plain module inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(net, '_orig_mod'):
+            net = net._orig_mod
+        elif isinstance(net, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+            net = net.module
+        else:
+            return net
