@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 
 from models.insta_gan_model import merge_masks, weighted_l1
+from models.losses import discriminator_loss
 from models.instance_norm import set_group_norm
 from models.shift_conv import set_shift_sum
 
@@ -177,9 +178,7 @@ class OfficialStructureInstaGAN:
         return loss
 
     def _discriminator_loss(self, D, real, fake_mul, pool):
-        m = self.model
-        fake = pool.query(fake_mul).detach()
-        return (m.criterionGAN(D(real), True) + m.criterionGAN(D(fake), False)) * 0.5
+        return discriminator_loss(self.model.criterionGAN, D, real, pool.query(fake_mul).detach())
 
     def _carry(self, a, b):
         if a is not None:
@@ -190,20 +189,17 @@ class OfficialStructureInstaGAN:
             self.fake_A_seg_list.append(b['fake'][:, 3:].detach())
 
     # ------------------------------------------------------------------ steps
-    def _backward(self, loss, optimizer):
-        """loss.backward(), scaled by the model's GradScaler of ``optimizer`` under --amp fp16."""
-        scaler = self.model.scaler_for(optimizer) if hasattr(self.model, 'scaler_for') else None
-        (scaler.scale(loss) if scaler is not None and scaler.is_enabled() else loss).backward()
+    @staticmethod
+    def _backward(loss, wrapper):
+        """loss.backward(), scaled by the wrapper's GradScaler (enabled under --amp fp16)."""
+        wrapper.scaler.scale(loss).backward()
 
-    def _step(self, optimizer):
-        """optimizer.step() (through the GradScaler under --amp fp16); no finiteness check, as the
-        official code."""
-        scaler = self.model.scaler_for(optimizer) if hasattr(self.model, 'scaler_for') else None
-        if scaler is not None and scaler.is_enabled():
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+    @staticmethod
+    def _step(wrapper):
+        """The optimizer's step (through the GradScaler under --amp fp16); no finiteness check, as
+        the official code."""
+        wrapper.scaler.step(wrapper.optimizer)
+        wrapper.scaler.update()
 
     def optimize_parameters(self):
         """Per pass: forward (4 generator calls), G losses (+2 identity calls), G step, D step.
@@ -218,24 +214,24 @@ class OfficialStructureInstaGAN:
                 self._carry(a, b)
                 continue
             m.set_requires_grad([m.netD_A, m.netD_B], False)
-            m.optimizer_G.zero_grad(set_to_none=True)
+            m.opt_G.optimizer.zero_grad(set_to_none=True)
             loss_G = 0
             with m.autocast():
                 if a is not None:
                     loss_G = loss_G + self._generator_loss(a, self.D_A, self.G_B, o.lambda_A)
                 if b is not None:
                     loss_G = loss_G + self._generator_loss(b, self.D_B, self.G_A, o.lambda_B)
-            self._backward(loss_G, m.optimizer_G)
-            self._step(m.optimizer_G)
+            self._backward(loss_G, m.opt_G)
+            self._step(m.opt_G)
             m.set_requires_grad([m.netD_A, m.netD_B], True)
-            m.optimizer_D.zero_grad(set_to_none=True)
+            m.opt_D.optimizer.zero_grad(set_to_none=True)
             for side, D, real, pool in ((a, self.D_A, m.real_B, m.image_pools['fake_B']),
                                         (b, self.D_B, m.real_A, m.image_pools['fake_A'])):
                 if side is not None:
                     with m.autocast():
                         loss_D = self._discriminator_loss(D, real, side['fake_mul'], pool)
-                    self._backward(loss_D, m.optimizer_D)
-            self._step(m.optimizer_D)
+                    self._backward(loss_D, m.opt_D)
+            self._step(m.opt_D)
             self._carry(a, b)
 
     def test(self):

@@ -108,7 +108,7 @@ def test_losses_ignore_the_prediction_in_known_trimap_pixels(stepped):
         def losses(pred):
             model.pred_alpha = pred
             model.derive()
-            model.compute_G_losses()
+            model.generator_losses()
             return {k: float(getattr(model, 'loss_' + k)) for k in ('alpha', 'comp', 'lap', 'G_GAN')}
 
         base = losses(reference)

@@ -68,13 +68,18 @@ def train_and_record(argv, direct_steps=False, types=None, stand_ins=None):
     ``types``: a dict filled with each network's wrapper class name; ``stand_ins``: a list filled
     with InstaGAN's (stand_in_A, stand_in_B) of every pass."""
     import train
-    from models.base_model import BaseModel, unwrap
     from options.train_options import TrainOptions
     from util import distributed
+    from util.distributed import unwrap
+    from util.train_step import OptimWrapper
     seen, initial = [], {}
     opt = distributed.init_distributed(TrainOptions(argv).parse())
-    if direct_steps:   # a model that calls optimizer.step() itself (the gradient pre-hook path)
-        BaseModel.step = lambda self, optimizer, losses=None: optimizer.step()
+    if direct_steps:   # a model that calls loss.backward() and optimizer.step() itself
+        def step_directly(self, losses):
+            self.optimizer.zero_grad()
+            sum(losses.values()).backward()
+            self.optimizer.step()
+        OptimWrapper.update = step_directly
     from models import find_model_using_name
     cls = find_model_using_name(opt.model)
     original = cls.set_input
@@ -89,8 +94,8 @@ def train_and_record(argv, direct_steps=False, types=None, stand_ins=None):
     if stand_ins is not None:
         def record(self, *args, **kwargs):
             forward(self, *args, **kwargs)
-            if self.p is not None and torch.is_grad_enabled():
-                stand_ins.append((self.p['stand_in_A'], self.p['stand_in_B']))
+            if self.current_pass is not None and torch.is_grad_enabled():
+                stand_ins.append((self.current_pass.A.part.stand_in, self.current_pass.B.part.stand_in))
         cls.forward = record
     try:
         model = train.train(opt)
@@ -108,9 +113,9 @@ def rank_worker(rank, port, root, ck, out):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',
                       MASTER_PORT=str(port))
     float64_batches()
-    from models.base_model import BaseModel
     from util import distributed
     from util.errors import UserInputError
+    from util.train_step import OptimWrapper
     result = {'types': {}}
     for run in RUNS:
         result['types'][run] = {}
@@ -128,11 +133,11 @@ def rank_worker(rank, port, root, ck, out):
                '--max_iters_per_epoch', '2', '--print_freq', '1000', '--display_freq', '1000', '--no_html',
                '--serial_batches', '--batch_size', '1']
     result['alphagan'] = train_and_record(matting, types=result['types']['alphagan'])
-    step = BaseModel.step
+    update = OptimWrapper.update
     try:
         result['direct'] = train_and_record(run_argv(root, ck, 'direct_w2', 'cycle_gan', 2), direct_steps=True)
     finally:
-        BaseModel.step = step
+        OptimWrapper.update = update
     # --norm sync_batch needs GPUs: a clear error on CPU
     try:
         train_and_record(run_argv(root, ck, 'sync', 'cycle_gan', 2) + ['--norm', 'sync_batch'])
@@ -237,7 +242,7 @@ def test_insta_gan_rank_without_instances_in_a_pass_runs_a_stand_in_and_stays_in
 
 
 def test_models_that_call_optimizer_step_themselves_are_averaged_too(runs):
-    """DDP averages the gradients in backward, so a model that bypasses BaseModel.step is averaged too."""
+    """DDP averages the gradients in backward, so a model that bypasses OptimWrapper.update is averaged too."""
     ranks, single, _ = runs
     w0, w1 = ranks[0]['direct'][0], ranks[1]['direct'][0]
     for net in w0:

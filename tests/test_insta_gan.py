@@ -88,7 +88,7 @@ def test_official_checkpoints_reproduce_the_official_sequential_translation(inst
     # B has 2 instances, so the second pass has none: the official code then re-appends the first
     # pass's stale reconstructed masks and merges them twice (soft values counted double). Here
     # each instance counts once; the official figure is ours with that duplicate.
-    rec = model.rec_B_segs[:, :2]
+    rec = model.seq_B.rec_segs[:, :2]
     assert torch.allclose(merge_masks(torch.cat([rec, rec], 1)), out['rec_B_seg'], atol=1e-4)
     assert (model.rec_B_seg - out['rec_B_seg']).abs().max() > 0.1
 
@@ -125,20 +125,20 @@ def test_remainder_pass_translates_the_last_instance(tmp_path):
     assert model.n_passes == 2
     model.set_input(batch_of([3], [3]))
     model.test()
-    assert torch.all(model.fake_B_segs[:, 2] > -1)     # third slot produced by the generator
-    assert not torch.equal(model.fake_B_segs[:, 2], model.real_A_segs[:, 2])
+    assert torch.all(model.seq_A.fake_segs[:, 2] > -1)     # third slot produced by the generator
+    assert not torch.equal(model.seq_A.fake_segs[:, 2], model.real_A_segs[:, 2])
 
 
 def test_reported_losses_are_the_mean_over_passes(tmp_path, monkeypatch):
     _, model = make_train(tmp_path, 'x', '--ins_max', '4', '--ins_per', '1')
     seen = []
-    original = model.backward_G
+    original = model.generator_losses
 
-    def spy():
-        losses = original()
+    def spy(step):
+        losses = original(step)
         seen.append({k: float(v.detach()) for k, v in losses.items()})
         return losses
-    monkeypatch.setattr(model, 'backward_G', spy)
+    monkeypatch.setattr(model, 'generator_losses', spy)
     model.set_input(batch_of([4], [2]))     # A: 4 passes run; B: only passes 0 and 1 have instances
     model.optimize_parameters()
     assert len(seen) == 4
@@ -167,11 +167,11 @@ def test_discriminator_sees_masks_of_all_passes(tmp_path):
     model.set_input(batch_of([4], [4]))
     model.start_passes()
     model.forward(0)
-    fake_mul = model.p['fake_B_mul']
+    fake_mul = model.current_pass.A.fake_set
     assert fake_mul.shape[1] == 3 + 4
     assert torch.all(fake_mul[:, 5:] == -1)           # later passes not yet translated
     model.forward(1)
-    fake_mul = model.p['fake_B_mul']
+    fake_mul = model.current_pass.A.fake_set
     assert torch.all(fake_mul[:, 3:5] > -1) and torch.all(fake_mul[:, 5:] > -1)
     assert fake_mul.requires_grad                      # current pass keeps its graph
 

@@ -103,3 +103,37 @@ def test_checkpoints_of_an_epoch_and_of_its_middle_record_their_position(shapes_
     assert (end['epoch'], end['epoch_iter'], end['epoch_done'], end['total_iters']) == (1, 2, True, 2)
     assert mid['data_seed'] == end['data_seed'] == 0
     assert mid['schedulers'][0]['last_epoch'] == 0 and end['schedulers'][0]['last_epoch'] == 1
+
+
+def test_resuming_with_a_longer_schedule_trains_at_the_rate_the_new_options_give(shapes_root, tmp_path, capsys,
+                                                                               monkeypatch):
+    """--niter 1 --niter_decay 0 ends epoch 1 at LR 0; resumed with --niter 2, epoch 2 must train at
+    the full --lr (it ran at 0, the rate restored from the checkpoint, before TrainingState)."""
+    from models.cycle_gan_model import CycleGANModel
+    ck = tmp_path / 'ck'
+    short = argv(shapes_root, ck, 'ext', 'cycle_gan', '--niter', '1', '--niter_decay', '0', '--lr', '0.001')
+    assert train_script.main(short) == 0
+    assert 'lr 0.0000000' in capsys.readouterr().out          # epoch 1 ended with the rate decayed to 0
+    rates = []
+    original = CycleGANModel.optimize_parameters
+
+    def record(self):
+        rates.append([o.param_groups[0]['lr'] for o in self.optimizers])
+        return original(self)
+    monkeypatch.setattr(CycleGANModel, 'optimize_parameters', record)
+    longer = argv(shapes_root, ck, 'ext', 'cycle_gan', '--niter', '2', '--niter_decay', '0', '--lr', '0.001',
+                  '--continue_train')
+    assert train_script.main(longer) == 0
+    out = capsys.readouterr().out
+    assert rates and all(r == [0.001, 0.001] for r in rates), rates
+    assert 'resuming after epoch 1' in out
+    lines = [line for line in out.splitlines() if 'schedule options differ' in line]
+    assert len(lines) == 1 and '--n_epochs 1 -> 2' in lines[0]
+
+
+def test_resuming_with_the_same_options_prints_no_schedule_line(shapes_root, tmp_path, capsys):
+    ck = tmp_path / 'ck'
+    assert train_script.main(argv(shapes_root, ck, 'same', 'cycle_gan', '--max_iters_per_epoch', '1')) == 0
+    assert train_script.main(argv(shapes_root, ck, 'same', 'cycle_gan', '--max_iters_per_epoch', '1',
+                                  '--continue_train')) == 0
+    assert 'schedule options differ' not in capsys.readouterr().out

@@ -8,8 +8,9 @@ import torch
 import train as train_script
 from data import create_dataset
 from models import create_model
-from models.base_model import unwrap
 from options.train_options import TrainOptions
+from util.distributed import unwrap
+from util.training_state import TrainingState
 
 TINY = ['--ngf', '4', '--ndf', '4', '--load_size', '36', '--crop_size', '32', '--gpu_ids', '-1',
         '--num_threads', '0', '--seed', '0', '--batch_size', '2']
@@ -36,7 +37,7 @@ def changed(before, model):
 @pytest.mark.parametrize('model', [CYCLE, ['--model', 'insta_gan']], ids=['cycle_gan', 'insta_gan'])
 def test_bf16_autocast_trains_in_bfloat16_with_float32_weights(shapes_root, tmp_path, model):
     opt, m, batch = make(shapes_root, tmp_path, '--amp', 'bf16', model=model)
-    assert not any(s.is_enabled() for s in m.scalers)          # bf16 needs no loss scaling
+    assert not any(o.scaler.is_enabled() for o in m.optimizers)          # bf16 needs no loss scaling
     dtypes = []     # output dtype of every conv of every network during the step
     for _, net in m.nets():
         for mod in net.modules():
@@ -54,10 +55,11 @@ def test_bf16_autocast_trains_in_bfloat16_with_float32_weights(shapes_root, tmp_
 
 def test_fp16_uses_one_grad_scaler_per_optimizer(shapes_root, tmp_path, monkeypatch):
     opt, m, batch = make(shapes_root, tmp_path, '--amp', 'fp16')
-    assert len(m.scalers) == len(m.optimizers) == 2 and m.scalers[0] is not m.scalers[1]
-    assert all(isinstance(s, torch.amp.GradScaler) and s.is_enabled() for s in m.scalers)
+    scalers = [o.scaler for o in m.optimizers]
+    assert len(scalers) == len(m.optimizers) == 2 and scalers[0] is not scalers[1]
+    assert all(isinstance(s, torch.amp.GradScaler) and s.is_enabled() for s in scalers)
     calls = []
-    for s in m.scalers:
+    for s in scalers:
         original = s.step
         monkeypatch.setattr(s, 'step', lambda o, *a, _f=original, **k: (calls.append(o), _f(o, *a, **k))[1])
     before = snapshot(m)
@@ -69,10 +71,10 @@ def test_fp16_uses_one_grad_scaler_per_optimizer(shapes_root, tmp_path, monkeypa
         if changed(before, m) == set(m.model_names):
             break
     assert changed(before, m) == set(m.model_names)
-    assert m.optimizer_G in calls and m.optimizer_D in calls    # every step went through its scaler
+    assert m.opt_G.optimizer in calls and m.opt_D.optimizer in calls    # every step went through its scaler
     assert all(torch.isfinite(torch.tensor(v)) for v in m.get_current_losses().values())
-    state = m.training_state({'epoch': 1, 'total_iters': 1})
-    assert [s['scale'] for s in state['scalers']] == [s.get_scale() for s in m.scalers]   # saved for resume
+    state = TrainingState(m).state_dict({'epoch': 1, 'total_iters': 1})
+    assert [s['scale'] for s in state['scalers']] == [s.get_scale() for s in scalers]   # saved for resume
 
 
 def test_channels_last_converts_weights_and_gives_the_same_outputs(shapes_root, tmp_path):
