@@ -185,7 +185,8 @@ def test_nan_policy_skip_leaves_weights_and_optimizer_state_untouched(shapes_roo
     for a, b in zip(states, after):
         assert len(a) == len(b) > 0 and all(torch.equal(x, y) for x, y in zip(a, b))
     # NaN policy stop raises before the step instead
-    model.opt.nan_policy = 'stop'
+    for o in model.optimizers:
+        o.nan_policy = 'stop'
     with pytest.raises(NonFiniteLoss):
         model.optimize_parameters()
     for n, net in model.nets():
