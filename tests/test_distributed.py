@@ -93,9 +93,10 @@ def train_and_record(argv, direct_steps=False, types=None, stand_ins=None):
     forward = cls.forward
     if stand_ins is not None:
         def record(self, *args, **kwargs):
-            forward(self, *args, **kwargs)
-            if self.current_pass is not None and torch.is_grad_enabled():
-                stand_ins.append((self.current_pass.A.part.stand_in, self.current_pass.B.part.stand_in))
+            step = forward(self, *args, **kwargs)
+            if step is not None and torch.is_grad_enabled():
+                stand_ins.append((step.A.part.stand_in, step.B.part.stand_in))
+            return step
         cls.forward = record
     try:
         model = train.train(opt)
