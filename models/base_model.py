@@ -20,6 +20,7 @@ import os
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import torch
 
@@ -109,13 +110,16 @@ class BaseModel(ABC):
         for _, net in self.nets():
             net.train()
 
-    def autocast(self):
-        """Autocast context of ``--amp`` for inference (training steps use ``OptimWrapper.context``)."""
-        return train_step.autocast(self.opt.amp, self.device)
+    @contextmanager
+    def inference(self):
+        """No gradients, with ``--amp``'s precision: where test-time forwards run (training steps run
+        in ``OptimWrapper.context``)."""
+        with torch.no_grad(), train_step.autocast(self.opt.amp, self.device):
+            yield
 
     def test(self):
         """Forward without gradients, for test.py."""
-        with torch.no_grad(), self.autocast():
+        with self.inference():
             self.forward()
         self.compute_visuals()
 

@@ -10,7 +10,8 @@ from models import networks
 from models.base_model import BaseModel
 from models.losses import discriminator_loss
 from util.image_pool import ImagePool
-from util.train_step import Participation, join_ranks
+from util.errors import UserInputError
+from util.train_step import Participation, participation
 
 
 class SideNames(NamedTuple):
@@ -86,7 +87,7 @@ class InstaGANModel(BaseModel):
     def __init__(self, opt):
         super().__init__(opt)
         if opt.ins_per < 1 or opt.ins_max < 1:
-            raise ValueError('--ins_max and --ins_per must be at least 1')
+            raise UserInputError(f'--ins_max and --ins_per must be at least 1 (got {opt.ins_max}, {opt.ins_per})')
         self.n_passes = math.ceil(opt.ins_max / opt.ins_per)
         self.loss_names = ['D_A', 'G_A', 'cyc_A', 'idt_A', 'ctx_A', 'D_B', 'G_B', 'cyc_B', 'idt_B', 'ctx_B']
         self.visual_names = ['real_A_img', 'fake_B_img', 'rec_A_img', 'real_A_seg', 'fake_B_seg', 'rec_A_seg',
@@ -175,15 +176,15 @@ class InstaGANModel(BaseModel):
         returns its :class:`Pass` (also ``self.current_pass``), whose tensors keep their graph for
         the losses, and carries its outputs (detached) into ``seq_A`` / ``seq_B`` for the next pass.
 
-        Under torchrun (training), a side with no instance in this pass on this rank but some on
-        another rank runs anyway on this rank's first sample as a stand-in
-        (:func:`util.train_step.join_ranks`): its losses are multiplied by 0 and it changes no
-        state, so that every rank makes the same backward calls."""
+        In multi-process training, a side with no instance in this pass in this process but some in
+        another runs anyway on this process's first sample as a stand-in
+        (:func:`util.train_step.participation`): its losses are multiplied by 0 and it changes no
+        state, so that every process makes the same backward calls."""
         self.current_pass = None   # free the previous pass's graph before this pass allocates
         slots = self.pass_slots(i)
         segs_A, segs_B = self.real_A_segs[:, slots], self.real_B_segs[:, slots]
         with_instances = [is_nonempty(segs).any(1).nonzero().squeeze(1) for segs in (segs_A, segs_B)]
-        part_A, part_B = join_ranks(with_instances, self.device, training=self.isTrain and torch.is_grad_enabled())
+        part_A, part_B = participation(with_instances, self.device, training=self.isTrain and torch.is_grad_enabled())
         real_A = torch.cat([self.seq_A.image, segs_A], 1)[part_A.index]
         real_B = torch.cat([self.seq_B.image, segs_B], 1)[part_B.index]
         fake_B, rec_A, fake_A, rec_B, idt_A, idt_B = self.run_generators(real_A, real_B, with_idt)
@@ -204,7 +205,7 @@ class InstaGANModel(BaseModel):
 
     def test(self):
         """Sequential translation of all ``ins_max`` instances without gradients (test.py)."""
-        with torch.no_grad(), self.autocast():
+        with self.inference():
             self.start_passes()
             for i in range(self.n_passes):
                 self.forward(i)
@@ -252,7 +253,7 @@ class InstaGANModel(BaseModel):
     def optimize_parameters(self):
         """Sequential mini-batch translation (the paper's Section 2.3): for each pass, translate a
         mini-batch of instances, update G (D frozen), update D, and feed the translated image on.
-        A pass without instances is skipped (under torchrun only when no rank has any). The losses
+        A pass without instances is skipped (in multi-process training only when no process has any). The losses
         reported are the means over the passes in which their side trained."""
         self.start_passes()
         totals = {k: [] for k in self.loss_names}

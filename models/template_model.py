@@ -50,7 +50,7 @@ class TemplateModel(BaseModel):
         return {'G': self.loss_G}
 
     def optimize_parameters(self):
-        """One update: forward and losses under the wrapper's context (autocast with --amp), then
+        """One update: forward and losses under the wrapper's context (mixed precision with --amp), then
         ``update`` (backward, non-finite check, step, gradients freed). Never call
         ``loss.backward()`` or ``optimizer.step()`` yourself: the wrapper does both."""
         with self.opt_G.context():

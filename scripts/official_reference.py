@@ -38,9 +38,10 @@ import torch
 import torch.nn as nn
 
 from models.insta_gan_model import merge_masks, weighted_l1
-from models.losses import discriminator_loss
 from models.instance_norm import set_group_norm
+from models.losses import discriminator_loss
 from models.shift_conv import set_shift_sum
+from util import train_step
 
 
 def _slot_is_filled(masks, k):
@@ -189,6 +190,10 @@ class OfficialStructureInstaGAN:
             self.fake_A_seg_list.append(b['fake'][:, 3:].detach())
 
     # ------------------------------------------------------------------ steps
+    def _amp(self):
+        """The model's ``--amp`` autocast."""
+        return train_step.autocast(self.opt.amp, self.model.device)
+
     @staticmethod
     def _backward(loss, wrapper):
         """loss.backward(), scaled by the wrapper's GradScaler (enabled under --amp fp16)."""
@@ -207,7 +212,7 @@ class OfficialStructureInstaGAN:
         m, o = self.model, self.opt
         self._start()
         for i in range(self.n_passes):
-            with m.autocast():
+            with self._amp():
                 a = self._side(i, m.real_A_segs, self.cur_A_img, self.G_A, self.G_B, self.fake_B_seg_list)
                 b = self._side(i, m.real_B_segs, self.cur_B_img, self.G_B, self.G_A, self.fake_A_seg_list)
             if a is None and b is None:
@@ -216,7 +221,7 @@ class OfficialStructureInstaGAN:
             m.set_requires_grad([m.netD_A, m.netD_B], False)
             m.opt_G.optimizer.zero_grad(set_to_none=True)
             loss_G = 0
-            with m.autocast():
+            with self._amp():
                 if a is not None:
                     loss_G = loss_G + self._generator_loss(a, self.D_A, self.G_B, o.lambda_A)
                 if b is not None:
@@ -228,7 +233,7 @@ class OfficialStructureInstaGAN:
             for side, D, real, pool in ((a, self.D_A, m.real_B, m.image_pools['fake_B']),
                                         (b, self.D_B, m.real_A, m.image_pools['fake_A'])):
                 if side is not None:
-                    with m.autocast():
+                    with self._amp():
                         loss_D = self._discriminator_loss(D, real, side['fake_mul'], pool)
                     self._backward(loss_D, m.opt_D)
             self._step(m.opt_D)
@@ -239,7 +244,7 @@ class OfficialStructureInstaGAN:
         G_A(fake_A) as separate calls, without gradients (under the model's autocast). Sets
         ``fake_B_img`` / ``fake_A_img`` (the last pass's translated images, (1, 3, H, W) in [-1, 1])."""
         m = self.model
-        with torch.no_grad(), m.autocast():
+        with torch.no_grad(), self._amp():
             self._start()
             for i in range(self.n_passes):
                 a = self._side(i, m.real_A_segs, self.cur_A_img, self.G_A, self.G_B, self.fake_B_seg_list)

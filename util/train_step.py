@@ -20,7 +20,7 @@ Multi-process training wraps every training network in ``DistributedDataParallel
 (:func:`prepare_network`), which averages the gradients during backward. Its contract, which the
 models keep: in each step every rank makes the same backward calls through the same networks.
 A rank with nothing to learn from in a step (InstaGAN: no instance in a pass here, some on another
-rank) still runs it on a *stand-in* sample with its loss multiplied by 0: :func:`join_ranks`
+rank) still runs it on a *stand-in* sample with its loss multiplied by 0: :func:`participation`
 decides that for a model, and :class:`Participation` weighs the losses.
 """
 from contextlib import nullcontext
@@ -80,7 +80,7 @@ class OptimWrapper:
         ``losses``: a dict name -> loss tensor (their sum is backpropagated; the names go into a
         :class:`NonFiniteLoss` message), or one tensor. A sum that needs no gradient (no sample
         contributed) is not backpropagated; under torchrun that is an error, since the other ranks
-        would wait in DistributedDataParallel's all-reduce (use a stand-in, :func:`join_ranks`)."""
+        would wait in DistributedDataParallel's all-reduce (use a stand-in, :func:`participation`)."""
         named = losses if isinstance(losses, dict) else {'total': losses}
         self.steps += 1
         self.optimizer.zero_grad(set_to_none=True)
@@ -90,7 +90,7 @@ class OptimWrapper:
         elif distributed.active():
             raise RuntimeError('under torchrun every rank must backpropagate through the same networks in a '
                                'step (DistributedDataParallel all-reduces in backward); a rank without data '
-                               'for this step should backpropagate 0 * its loss (util.train_step.join_ranks)')
+                               'for this step should backpropagate 0 * its loss (util.train_step.participation)')
         bad = first_nonfinite(named)
         if distributed.any_rank(bad is not None, self.device):
             self.optimizer.zero_grad(set_to_none=True)
@@ -147,7 +147,7 @@ class Participation:
         return index_or_tensor[:0] if self.stand_in else index_or_tensor
 
 
-def join_ranks(indices, device, training=True):
+def participation(indices, device, training=True):
     """One :class:`Participation` per side, from ``indices`` ((b_k,) long tensors of this rank's
     samples with data for side k). Without torchrun (or outside training) a side runs where it has
     samples. Under torchrun a side runs on every rank when any rank has samples for it, and a rank
