@@ -27,6 +27,7 @@ the horizontal flip happens with probability 1/2 when ``opt.isTrain and not opt.
 Images are resized bicubic (antialiased); masks by nearest neighbour, with the same pixel-centre
 convention as PIL, so a mask and its image agree pixel for pixel.
 """
+import argparse
 import os
 from abc import ABC, abstractmethod
 
@@ -35,6 +36,7 @@ import torch
 import torch.utils.data as data
 from PIL import Image
 
+from data.image_folder import open_image  # noqa: F401  (the translation reader; datasets/ imports it here)
 from util.errors import UserInputError
 
 PREPROCESS_MODES = ('resize_and_crop', 'crop', 'scale_width', 'scale_width_and_crop', 'none')
@@ -43,11 +45,38 @@ PREPROCESS_MODES = ('resize_and_crop', 'crop', 'scale_width', 'scale_width_and_c
 class BaseDataset(data.Dataset, ABC):
     """A dataset mode. Subclasses are named ``<Name>Dataset`` in ``data/<name>_dataset.py``.
 
-    Contract: ``__init__(opt)``, ``__len__()``, ``__getitem__(index) -> dict`` and the static
-    option hook ``modify_commandline_options(parser, is_train)``.
+    Contract, the same for the translation and the matting modes:
+
+    - ``modify_commandline_options(parser, is_train)`` (static): add this mode's options, with
+      their defaults, or change other defaults; return the parser.
+    - ``__init__(opt)``: find the files (:mod:`data.image_folder`: :func:`make_dataset`,
+      :func:`match_by_stem`, errors naming the folder) under the folder rule of the mode, below.
+      Options of this mode's own hook that ``opt`` lacks (a hand-built Namespace, e.g. in a
+      script or a test) are filled in with the hook's defaults, so the code reads ``opt.name``
+      and every default is written once, in the hook.
+    - ``__len__()``; ``__getitem__(index) -> dict`` of tensors and paths. The random parameters
+      of a sample are drawn once and applied to every array of it (image, masks, alpha, trimap):
+      :func:`get_params` for the PIL geometry of the translation modes, :meth:`sample_rng` for
+      modes that draw with numpy.
+    - ``value_range`` (class attribute, ``(low, high)``): the range of the sample's image tensors.
+      Translation modes: ``(-1.0, 1.0)`` (CycleGAN's convention: 0..255 -> [-1, 1]; their masks
+      are in {-1, 1}); matting modes: ``(0.0, 1.0)`` (image, fg, bg and alpha on a 0..1 scale,
+      trimap in {0, 0.5, 1}). Every float tensor of a sample lies in it. Models and visualisers
+      read it (``dataset.value_range``) instead of assuming a range. Every mode declares it.
+
+    Folder rules: the translation modes read ``<dataroot>/<phase><D>`` (:meth:`domain_dir`,
+    CycleGAN's ``trainA`` / ``testB``); the modes with one sub-folder per role (matting: ``fg/``,
+    ``alpha/``, ``bg/``...) read them under :meth:`phase_root`: ``<dataroot>/<phase>`` when that
+    folder exists, else ``<dataroot>``.
     """
 
+    value_range = None  # each mode sets (low, high); see the class docstring
     def __init__(self, opt):
+        if self.value_range is None:
+            raise TypeError(f'{type(self).__name__} must declare value_range (see BaseDataset)')
+        for name, value in self.option_defaults(opt.isTrain).items():
+            if not hasattr(opt, name):
+                setattr(opt, name, value)
         self.opt = opt
         self.root = opt.dataroot
 
@@ -55,6 +84,37 @@ class BaseDataset(data.Dataset, ABC):
     def modify_commandline_options(parser, is_train):
         """Add dataset-specific options or change defaults; return the parser."""
         return parser
+
+    @classmethod
+    def option_defaults(cls, is_train):
+        """``{name: default}`` of the options this mode's hook adds or changes."""
+        parser = cls.modify_commandline_options(argparse.ArgumentParser(add_help=False), is_train)
+        return vars(parser.parse_args([]))
+
+    def domain_dir(self, domain):
+        """``<dataroot>/<phase><domain>``, e.g. ``<dataroot>/trainA`` (the translation modes' rule)."""
+        return os.path.join(self.opt.dataroot, self.opt.phase + domain)
+
+    def phase_root(self, layout):
+        """``<dataroot>/<phase>`` when that folder exists (it wins), else ``<dataroot>`` (the rule
+        of the modes with one sub-folder per role). UserInputError showing ``layout`` when
+        ``--dataroot`` is not a folder."""
+        root = self.opt.dataroot
+        if root is None or not os.path.isdir(root):
+            raise UserInputError(f'--dataroot {root} is not a folder. Expected layout:\n{layout}')
+        phase_dir = os.path.join(root, self.opt.phase)
+        return phase_dir if os.path.isdir(phase_dir) else root
+
+    def sample_rng(self, index):
+        """The ``numpy.random.Generator`` of one sample, for modes that draw with numpy.
+
+        Seeded with one number drawn from torch's generator (so DataLoader workers, which torch
+        seeds differently, and epochs differ, and ``torch.manual_seed`` makes runs repeatable),
+        the index, and ``opt.seed`` when set. No global generator is reseeded.
+        """
+        draw = int(torch.randint(0, 2 ** 62, (1,)).item())
+        seed = self.opt.seed
+        return np.random.default_rng([draw, int(index)] + ([int(seed)] if seed is not None else []))
 
     @abstractmethod
     def __len__(self):
@@ -169,9 +229,8 @@ def apply_transform(img, opt, params, kind='image'):
         arr = np.asarray(pil)[np.ix_(*nearest_indices(params))]
     else:
         raise ValueError(f"kind must be 'image' or 'mask', got {kind!r}")
-    arr = arr[:, :, None] if arr.ndim == 2 else arr
     # numpy does the arithmetic: torch's thread pool costs more than these small arrays
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32) / 127.5 - 1.0)
+    return chw_tensor(arr.astype(np.float32) / 127.5 - 1.0)
 
 
 def transform_pil(img, params, resample=Image.BICUBIC):
@@ -218,7 +277,13 @@ def get_transform(opt, params=None, kind='image', grayscale=False, rng=None):
     return transform
 
 
-# ---------------------------------------------------------------------------- channels, files
+# ---------------------------------------------------------------------------- tensors, channels
+def chw_tensor(arr):
+    """``(H, W)`` or ``(H, W, C)`` array -> ``(C, H, W)`` float32 tensor (values unchanged)."""
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32))
+
+
 def to_grayscale(t):
     """RGB (..., 3, H, W) in [-1, 1] -> gray (..., 1, H, W) in [-1, 1] (ITU-R 601 luma).
 
@@ -247,21 +312,3 @@ def domain_channels(opt):
     if opt.direction == 'BtoA':
         return opt.output_nc, opt.input_nc
     return opt.input_nc, opt.output_nc
-
-
-def open_image(path, mode='RGB'):
-    """Read an image file fully and convert it to ``mode``; UserInputError naming it if unreadable.
-
-    Files PIL cannot decode are retried with OpenCV (some Multi-Human Parsing JPEGs need it).
-    """
-    try:
-        with Image.open(path) as img:
-            return img.convert(mode)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        error = e
-    import cv2  # only for files PIL cannot read
-    arr = cv2.imread(str(path), cv2.IMREAD_COLOR) if os.path.isfile(path) else None
-    if arr is not None:
-        return Image.fromarray(cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)).convert(mode)
-    raise UserInputError(f"Cannot read image '{path}' ({error}); replace the file or remove it "
-                         f"(and its masks) from the dataset.")

@@ -31,10 +31,13 @@ mixes F and B differently from the ground truth alpha*F + (1-alpha)*B of the res
 6. the trimap made from the resized alpha by random dilation (``--trimap_mode``), at final size;
 7. ``image = alpha * fg + (1 - alpha) * bg`` in float32.
 
-Randomness: each ``__getitem__`` builds a ``numpy.random.Generator`` from one number drawn from
-torch's generator (so DataLoader workers and epochs differ, and ``torch.manual_seed`` makes runs
-repeatable), the index and ``opt.seed`` when set. No global generator is reseeded.
-:meth:`MattingDataset.sample` takes an explicit generator instead.
+Randomness: one draw per sample. Each ``__getitem__`` draws every parameter above from the sample's
+``numpy.random.Generator`` (:meth:`BaseDataset.sample_rng`: one number from torch's generator, the
+index and ``opt.seed``); no global generator is reseeded. :meth:`MattingDataset.sample` takes an
+explicit generator instead.
+
+Files are found and read by :mod:`data.image_folder`, as for the translation modes (flat folders,
+images paired by file stem across folders, errors naming the folder or file).
 """
 import math
 import os
@@ -42,10 +45,10 @@ import warnings
 
 import cv2
 import numpy as np
-import torch
 
-from data.base_dataset import BaseDataset
-from data.image_folder import IMG_EXTENSIONS
+from data.base_dataset import BaseDataset, chw_tensor
+from data.image_folder import (as_unit, check_same_size, file_stem, make_dataset, match_by_stem, read_gray,
+                               read_rgb)
 from data.trimap import (DEFAULT_TRIMAP_RANGES, TRIMAP_MODES, check_ranges, make_trimap,
                          quantize_trimap, trimap_to_unit)
 from util.errors import UserInputError
@@ -61,94 +64,30 @@ ALPHA_SNAP = 1e-5  # resized alpha within this of 0 or 1 is set to 0 or 1 (float
 
 
 # ----------------------------------------------------------------------------- file helpers
-def _list_images(folder):
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f.lower().endswith(IMG_EXTENSIONS) and os.path.isfile(os.path.join(folder, f)))
+def read_color(path, role='image'):
+    """``(H, W, 3) float32`` RGB in [0, 1] (gray is replicated, a 4th channel dropped; 16-bit kept)."""
+    return as_unit(read_rgb(path, role))
 
 
-def require_images(folder, role, layout):
-    """Sorted image paths of ``folder``; UserInputError naming it if missing or empty."""
-    if not os.path.isdir(folder):
-        raise UserInputError(f'matting dataset: folder {folder} ({role}) does not exist. '
-                             f'Expected layout:\n{layout}')
-    paths = _list_images(folder)
-    if not paths:
-        raise UserInputError(f'matting dataset: folder {folder} ({role}) holds no images '
-                             f'({", ".join(IMG_EXTENSIONS)}). Expected layout:\n{layout}')
-    return paths
-
-
-def file_stem(path):
-    return os.path.splitext(os.path.basename(path))[0]
-
-
-def _by_stem(paths, folder):
-    table = {}
-    for p in paths:
-        s = file_stem(p)
-        if s in table:
-            raise UserInputError(f'matting dataset: {table[s]} and {p} in {folder} share the name '
-                                 f'{s!r}; keep one of them.')
-        table[s] = p
-    return table
-
-
-def _read(path):
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise UserInputError(f'matting dataset: cannot read image {path}; re-save it as an 8-bit PNG.')
-    return img
-
-
-def _to_unit(img, path):
-    if img.dtype == np.uint8:
-        return img.astype(np.float32) / 255.0
-    if img.dtype == np.uint16:
-        return img.astype(np.float32) / 65535.0
-    if img.dtype in (np.float32, np.float64):
-        return np.clip(img.astype(np.float32), 0.0, 1.0)
-    raise UserInputError(f'matting dataset: image {path} has unsupported type {img.dtype}; '
-                         f're-save it as an 8-bit PNG.')
-
-
-def read_color(path):
-    """``(H, W, 3) float32`` RGB in [0, 1] (gray is replicated, a 4th channel dropped)."""
-    img = _read(path)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    elif img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    img = cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_BGR2RGB)
-    return _to_unit(img, path)
-
-
-def _read_gray_raw(path):
-    img = _read(path)
-    if img.ndim == 3:
-        img = img[..., 0] if img.shape[2] == 1 else cv2.cvtColor(
-            np.ascontiguousarray(img[..., :3]), cv2.COLOR_BGR2GRAY)
-    return img
-
-
-def read_alpha(path):
-    """``(H, W) float32`` alpha in [0, 1] (colour files are converted to gray)."""
-    return _to_unit(_read_gray_raw(path), path)
+def read_alpha(path, role='alpha matte'):
+    """``(H, W) float32`` alpha in [0, 1] (8- or 16-bit; colour files are reduced to gray)."""
+    return as_unit(read_gray(path, role))
 
 
 def read_trimap_raw(path):
     """``(H, W)`` trimap on the 0..255 scale, not yet quantised."""
-    img = _read_gray_raw(path)
+    img = read_gray(path, 'trimap')
     if img.dtype == np.uint16:
         return img.astype(np.float32) / 257.0
     if img.dtype != np.uint8:
-        return np.clip(img.astype(np.float32), 0.0, 1.0) * 255.0
+        return np.clip(img, 0.0, 1.0) * 255.0
     return img
 
 
-def _check_same_size(a, b, path_a, path_b):
-    if a.shape[:2] != b.shape[:2]:
-        raise UserInputError(f'matting dataset: {path_a} is {a.shape[1]}x{a.shape[0]} but {path_b} is '
-                             f'{b.shape[1]}x{b.shape[0]} (width x height); they must be the same size.')
+def require_images(folder, role, layout):
+    """Sorted images of the flat ``folder`` (:func:`data.image_folder.make_dataset`; for
+    ``datasets/generate_trimaps.py``, which imports it from here)."""
+    return make_dataset(folder, layout=layout, recursive=False, role=role)
 
 
 # ----------------------------------------------------------------------------- geometry helpers
@@ -208,16 +147,6 @@ def resize_square(arr, size):
     return cv2.resize(arr, (size, size), interpolation=interp)
 
 
-def _chw(arr):
-    arr = arr[..., None] if arr.ndim == 2 else arr
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32))
-
-
-def _add_option(parser, name, **kwargs):
-    if name not in parser._option_string_actions:  # another module may define it already
-        parser.add_argument(name, **kwargs)
-
-
 # ----------------------------------------------------------------------------- dataset
 class MattingDataset(BaseDataset):
     """Matting samples; see the module docstring for layouts and the on-the-fly protocol.
@@ -231,65 +160,54 @@ class MattingDataset(BaseDataset):
     ``'has_alpha'`` (bool), ``'path'`` (merged file), ``'name'`` (its stem).
     """
 
+    value_range = (0.0, 1.0)
+
     @staticmethod
     def modify_commandline_options(parser, is_train):
         """Add the matting options (``--crop_size``, ``--no_flip``, ``--phase`` come from elsewhere)."""
-        _add_option(parser, '--bg_per_fg', type=int, default=1,
-                    help='backgrounds per foreground in one epoch (len = n_fg * bg_per_fg). Default 1: '
-                         'an epoch is one pass over the foregrounds; DIM uses 100')
-        _add_option(parser, '--bg_choice', type=str, default='random', choices=('random', 'index'),
-                    help='background of sample i: random each time, or bg[i %% n_bg] (DIM pairing)')
-        _add_option(parser, '--trimap_mode', type=str, default='dilate', choices=TRIMAP_MODES,
-                    help='dilate: unknown = dilate(alpha>0) - (alpha==1); dilate_erode: fg = '
-                         'erode(alpha==1), unknown = dilate(alpha>0) - fg')
+        parser.add_argument('--bg_per_fg', type=int, default=1,
+                            help='backgrounds per foreground in one epoch (len = n_fg * bg_per_fg). Default 1: '
+                                 'an epoch is one pass over the foregrounds; DIM uses 100')
+        parser.add_argument('--bg_choice', type=str, default='random', choices=('random', 'index'),
+                            help='background of sample i: random each time, or bg[i %% n_bg] (DIM pairing)')
+        parser.add_argument('--trimap_mode', type=str, default='dilate', choices=TRIMAP_MODES,
+                            help='dilate: unknown = dilate(alpha>0) - (alpha==1); dilate_erode: fg = '
+                                 'erode(alpha==1), unknown = dilate(alpha>0) - fg')
         for name, what in (('kernel', 'ellipse side'), ('iter', 'iterations')):
             for end in ('min', 'max'):
-                _add_option(parser, f'--trimap_{name}_{end}', type=int, default=None,
-                            help=f'{end} trimap {what} (inclusive); default per mode: '
-                                 f'{DEFAULT_TRIMAP_RANGES}')
-        _add_option(parser, '--crop_sizes', type=str, default='320,480,640',
-                    help='comma-separated crop sides drawn at random, each resized to --crop_size')
+                parser.add_argument(f'--trimap_{name}_{end}', type=int, default=None,
+                                    help=f'{end} trimap {what} (inclusive); default per mode: '
+                                         f'{DEFAULT_TRIMAP_RANGES}')
+        parser.add_argument('--crop_sizes', type=str, default='320,480,640',
+                            help='comma-separated crop sides drawn at random, each resized to --crop_size')
         return parser
 
     def __init__(self, opt):
         super().__init__(opt)
-        self.phase = getattr(opt, 'phase', 'train')
-        self.max_dataset_size = getattr(opt, 'max_dataset_size', float('inf'))
-        if self.root is None or not os.path.isdir(self.root):
-            raise UserInputError(f'matting dataset: --dataroot {self.root} is not a folder. Expected '
-                                 f'layout for training:\n{TRAIN_LAYOUT}\nor for testing:\n{TEST_LAYOUT}')
-        phase_dir = os.path.join(self.root, self.phase)
-        self.base = phase_dir if os.path.isdir(phase_dir) else self.root
-        if self.phase != 'train' and os.path.isdir(os.path.join(self.base, 'merged')):
+        self.base = self.phase_root(f'for training\n{TRAIN_LAYOUT}\nor for testing\n{TEST_LAYOUT}')
+        self._quantized = {}  # index -> number of pixels snapped to {0, 128, 255} (test layout)
+        self._warned = False
+        if opt.phase != 'train' and os.path.isdir(os.path.join(self.base, 'merged')):
             self.layout = 'test'
             self._init_test()
         else:
             self.layout = 'train'
             self._init_train()
 
-    def _limit(self, paths):
-        return paths[:int(min(self.max_dataset_size, len(paths)))]
-
     # ------------------------------------------------------------------ training layout
     def _init_train(self):
         opt = self.opt
         fg_dir, alpha_dir, bg_dir = (os.path.join(self.base, d) for d in ('fg', 'alpha', 'bg'))
-        self.fg_paths = self._limit(require_images(fg_dir, 'foregrounds', TRAIN_LAYOUT))
-        alphas = _by_stem(require_images(alpha_dir, 'alpha mattes', TRAIN_LAYOUT), alpha_dir)
-        self.bg_paths = require_images(bg_dir, 'backgrounds', TRAIN_LAYOUT)
-        self.alpha_paths = []
-        for p in self.fg_paths:
-            if file_stem(p) not in alphas:
-                raise UserInputError(f'matting dataset: foreground {p} has no alpha matte '
-                                     f'{os.path.join(alpha_dir, file_stem(p))}.png; add it or remove the '
-                                     f'foreground. Expected layout:\n{TRAIN_LAYOUT}')
-            self.alpha_paths.append(alphas[file_stem(p)])
-        self.bg_per_fg = int(getattr(opt, 'bg_per_fg', 1))
+        found = match_by_stem({'foreground': fg_dir, 'alpha matte': alpha_dir}, TRAIN_LAYOUT,
+                              opt.max_dataset_size, hints={'alpha matte': 'add it or remove the foreground'})
+        self.fg_paths, self.alpha_paths = found['foreground'], found['alpha matte']
+        self.bg_paths = make_dataset(bg_dir, layout=TRAIN_LAYOUT, recursive=False, role='background')
+        self.bg_per_fg = opt.bg_per_fg
         if self.bg_per_fg < 1:
             raise UserInputError(f'--bg_per_fg must be >= 1, got {self.bg_per_fg}')
-        self.bg_choice = getattr(opt, 'bg_choice', 'random')
-        self.crop_size = int(getattr(opt, 'crop_size', 320) or 320)
-        raw = str(getattr(opt, 'crop_sizes', '320,480,640'))
+        self.bg_choice = opt.bg_choice
+        self.crop_size = opt.crop_size
+        raw = opt.crop_sizes
         try:
             self.crop_sizes = [int(v) for v in raw.split(',') if v.strip()]
         except ValueError:
@@ -298,14 +216,13 @@ class MattingDataset(BaseDataset):
             raise UserInputError(f'--crop_sizes must be positive integers separated by commas, e.g. '
                                  f'"320,480,640" (got {raw!r}), and --crop_size positive '
                                  f'(got {self.crop_size})')
-        self.no_flip = bool(getattr(opt, 'no_flip', False))
-        self.trimap_mode = getattr(opt, 'trimap_mode', 'dilate')
-        if self.trimap_mode not in TRIMAP_MODES:
+        self.no_flip = opt.no_flip
+        self.trimap_mode = opt.trimap_mode
+        if self.trimap_mode not in TRIMAP_MODES:  # argparse checks the command line; this, other callers
             raise UserInputError(f'--trimap_mode must be one of {TRIMAP_MODES}, got {self.trimap_mode!r}')
         d = DEFAULT_TRIMAP_RANGES[self.trimap_mode]
-        names = ('trimap_kernel_min', 'trimap_kernel_max', 'trimap_iter_min', 'trimap_iter_max')
-        vals = [getattr(opt, n, None) for n in names]
-        vals = [d[i] if v is None else int(v) for i, v in enumerate(vals)]
+        vals = [opt.trimap_kernel_min, opt.trimap_kernel_max, opt.trimap_iter_min, opt.trimap_iter_max]
+        vals = [d[i] if v is None else v for i, v in enumerate(vals)]
         try:
             self.kernel_range, self.iter_range = check_ranges(vals[:2], vals[2:])
         except ValueError as e:
@@ -315,13 +232,13 @@ class MattingDataset(BaseDataset):
         """Training-layout sample ``index`` drawn with the numpy Generator ``rng`` (see class doc)."""
         fg_path = self.fg_paths[index // self.bg_per_fg]
         alpha_path = self.alpha_paths[index // self.bg_per_fg]
-        fg, alpha = read_color(fg_path), read_alpha(alpha_path)
-        _check_same_size(fg, alpha, fg_path, alpha_path)
+        fg, alpha = read_color(fg_path, 'foreground'), read_alpha(alpha_path)
+        check_same_size(fg.shape, alpha.shape, fg_path, alpha_path)
         if self.bg_choice == 'index':
             bg_path = self.bg_paths[index % len(self.bg_paths)]
         else:
             bg_path = self.bg_paths[int(rng.integers(len(self.bg_paths)))]
-        bg = read_color(bg_path)
+        bg = read_color(bg_path, 'background')
         h, w = alpha.shape
 
         crop = int(rng.choice(self.crop_sizes))
@@ -348,50 +265,32 @@ class MattingDataset(BaseDataset):
         trimap = make_trimap(alpha_c, rng, self.trimap_mode, self.kernel_range, self.iter_range)
         a3 = alpha_c[..., None]
         image = a3 * fg_c + (1.0 - a3) * bg_c
-        return {'image': _chw(image), 'fg': _chw(fg_c), 'bg': _chw(bg_c), 'alpha': _chw(alpha_c),
-                'trimap': _chw(trimap_to_unit(trimap)), 'path': fg_path, 'bg_path': bg_path}
-
-    def _rng(self, index):
-        draw = int(torch.randint(0, 2 ** 62, (1,)).item())  # advances torch's RNG (per worker)
-        seed = getattr(self.opt, 'seed', None)
-        return np.random.default_rng([draw, int(index)] + ([int(seed)] if seed is not None else []))
+        return {'image': chw_tensor(image), 'fg': chw_tensor(fg_c), 'bg': chw_tensor(bg_c),
+                'alpha': chw_tensor(alpha_c), 'trimap': chw_tensor(trimap_to_unit(trimap)), 'path': fg_path,
+                'bg_path': bg_path}
 
     # ------------------------------------------------------------------ test layout
     def _init_test(self):
-        merged_dir, tri_dir, alpha_dir = (os.path.join(self.base, d)
-                                          for d in ('merged', 'trimaps', 'alpha'))
-        self.merged_paths = self._limit(require_images(merged_dir, 'composited images', TEST_LAYOUT))
-        trimaps = _by_stem(require_images(tri_dir, 'trimaps', TEST_LAYOUT), tri_dir)
-        alphas = None
-        if os.path.isdir(alpha_dir):
-            alphas = _by_stem(require_images(alpha_dir, 'ground-truth alpha', TEST_LAYOUT), alpha_dir)
-        self.trimap_paths, self.alpha_paths = [], ([] if alphas is not None else None)
-        for p in self.merged_paths:
-            s = file_stem(p)
-            if s not in trimaps:
-                raise UserInputError(f'matting dataset: image {p} has no trimap '
-                                     f'{os.path.join(tri_dir, s)}.png; make one (datasets/'
-                                     f'generate_trimaps.py) or remove the image.')
-            self.trimap_paths.append(trimaps[s])
-            if alphas is not None:
-                if s not in alphas:
-                    raise UserInputError(f'matting dataset: image {p} has no alpha '
-                                         f'{os.path.join(alpha_dir, s)}.png; add it, or remove the '
-                                         f'folder {alpha_dir} to run without ground truth.')
-                self.alpha_paths.append(alphas[s])
-        self.has_alpha = alphas is not None
-        self._quantized = {}  # index -> number of pixels snapped to {0, 128, 255}
-        self._warned = False
+        merged_dir, tri_dir, alpha_dir = (os.path.join(self.base, d) for d in ('merged', 'trimaps', 'alpha'))
+        folders = {'image': merged_dir, 'trimap': tri_dir}
+        hints = {'trimap': 'make one (datasets/generate_trimaps.py) or remove the image'}
+        self.has_alpha = os.path.isdir(alpha_dir)
+        if self.has_alpha:
+            folders['alpha matte'] = alpha_dir
+            hints['alpha matte'] = f'add it, or remove the folder {alpha_dir} to run without ground truth'
+        found = match_by_stem(folders, TEST_LAYOUT, self.opt.max_dataset_size, hints)
+        self.merged_paths, self.trimap_paths = found['image'], found['trimap']
+        self.alpha_paths = found.get('alpha matte')
 
     @property
     def n_trimaps_quantized(self):
         """Trimaps seen so far (in this process) whose values were not all in {0, 128, 255}."""
-        return len(getattr(self, '_quantized', {}))
+        return len(self._quantized)
 
     @property
     def n_trimap_pixels_quantized(self):
         """Pixels snapped to {0, 128, 255} over the trimaps counted by ``n_trimaps_quantized``."""
-        return sum(getattr(self, '_quantized', {}).values())
+        return sum(self._quantized.values())
 
     def _load_trimap(self, index):
         path = self.trimap_paths[index]
@@ -416,13 +315,13 @@ class MattingDataset(BaseDataset):
         path = self.merged_paths[index]
         image = read_color(path)
         trimap = self._load_trimap(index)
-        _check_same_size(image, trimap, path, self.trimap_paths[index])
-        out = {'image': _chw(image), 'trimap': _chw(trimap_to_unit(trimap)), 'path': path,
+        check_same_size(image.shape, trimap.shape, path, self.trimap_paths[index])
+        out = {'image': chw_tensor(image), 'trimap': chw_tensor(trimap_to_unit(trimap)), 'path': path,
                'name': file_stem(path), 'has_alpha': self.has_alpha}
         if self.has_alpha:
             alpha = read_alpha(self.alpha_paths[index])
-            _check_same_size(image, alpha, path, self.alpha_paths[index])
-            out['alpha'] = _chw(alpha)
+            check_same_size(image.shape, alpha.shape, path, self.alpha_paths[index])
+            out['alpha'] = chw_tensor(alpha)
         return out
 
     # ------------------------------------------------------------------ Dataset API
@@ -434,4 +333,4 @@ class MattingDataset(BaseDataset):
     def __getitem__(self, index):
         if self.layout == 'test':
             return self._test_item(index)
-        return self.sample(index, self._rng(index))
+        return self.sample(index, self.sample_rng(index))

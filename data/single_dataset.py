@@ -1,6 +1,6 @@
 """CycleGAN's single-domain dataset, for one-directional test runs."""
-from data.base_dataset import BaseDataset, apply_transform, domain_channels, get_params, match_channels, open_image
-from data.image_folder import make_dataset
+from data.base_dataset import BaseDataset, apply_transform, domain_channels, get_params, match_channels
+from data.image_folder import make_dataset, open_image
 
 
 class SingleDataset(BaseDataset):
@@ -9,6 +9,8 @@ class SingleDataset(BaseDataset):
     Returns ``{'A': (nc, H, W) in [-1, 1], 'A_paths': str}`` with nc = input_nc (output_nc for
     ``--direction BtoA``). Length: the number of images (at most ``--max_dataset_size``).
     """
+
+    value_range = (-1.0, 1.0)
 
     def __init__(self, opt):
         super().__init__(opt)

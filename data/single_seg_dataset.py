@@ -1,6 +1,4 @@
 """One domain's images with instance masks, for InstaGAN inference in one direction."""
-import os
-
 from data.base_dataset import BaseDataset, domain_channels
 from data.unaligned_seg_dataset import (IMAGE_LAYOUT, SEG_LAYOUT, DetectedInstanceFolder, InstanceFolder,
                                         add_instance_options, mask_detector_from_opt, warn_overflow)
@@ -22,6 +20,8 @@ class SingleSegDataset(BaseDataset):
     (A: input_nc, B: output_nc; swapped for BtoA), S = --max_instances.
     """
 
+    value_range = (-1.0, 1.0)
+
     @staticmethod
     def modify_commandline_options(parser, is_train):
         parser = add_instance_options(parser, is_train)
@@ -33,17 +33,17 @@ class SingleSegDataset(BaseDataset):
 
     def __init__(self, opt):
         super().__init__(opt)
-        d = getattr(opt, 'single_domain', None) or ('B' if opt.direction == 'BtoA' else 'A')
-        img_dir = os.path.join(opt.dataroot, opt.phase + d)
-        seg_dir = getattr(opt, 'seg_dir', None) or img_dir + '_seg'
-        self.max_instances = getattr(opt, 'max_instances', 20)
+        d = opt.single_domain or ('B' if opt.direction == 'BtoA' else 'A')
+        img_dir = self.domain_dir(d)
+        seg_dir = opt.seg_dir or img_dir + '_seg'
+        self.max_instances = opt.max_instances
         detector = mask_detector_from_opt(opt, d)
         if detector is not None:
             self.folder = DetectedInstanceFolder(img_dir, opt.max_dataset_size, detector, d,
                                                  IMAGE_LAYOUT.format(phase=opt.phase, d=d))
         else:
             self.folder = InstanceFolder(img_dir, seg_dir, opt.max_dataset_size, self.max_instances,
-                                         getattr(opt, 'unmasked', 'keep'), SEG_LAYOUT.format(phase=opt.phase, d=d))
+                                         opt.unmasked, SEG_LAYOUT.format(phase=opt.phase, d=d))
         self.nc = domain_channels(opt)['AB'.index(d)]
         warn_overflow({opt.phase + d: self.folder}, self.max_instances)
 

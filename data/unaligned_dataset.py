@@ -1,10 +1,8 @@
 """CycleGAN's unaligned (unpaired) two-domain dataset."""
-import os
-
 import torch
 
-from data.base_dataset import BaseDataset, apply_transform, domain_channels, get_params, match_channels, open_image
-from data.image_folder import make_dataset
+from data.base_dataset import BaseDataset, apply_transform, domain_channels, get_params, match_channels
+from data.image_folder import make_dataset, open_image
 
 
 class UnalignedDataset(BaseDataset):
@@ -16,10 +14,11 @@ class UnalignedDataset(BaseDataset):
     nc_A, nc_B = input_nc, output_nc (swapped for ``--direction BtoA``). Length: max(len(A), len(B)).
     """
 
+    value_range = (-1.0, 1.0)
+
     def __init__(self, opt):
         super().__init__(opt)
-        self.dir_A = os.path.join(opt.dataroot, opt.phase + 'A')
-        self.dir_B = os.path.join(opt.dataroot, opt.phase + 'B')
+        self.dir_A, self.dir_B = self.domain_dir('A'), self.domain_dir('B')
         layout = f'<dataroot>/{opt.phase}A/<image> and <dataroot>/{opt.phase}B/<image>'
         self.A_paths = make_dataset(self.dir_A, opt.max_dataset_size, layout)
         self.B_paths = make_dataset(self.dir_B, opt.max_dataset_size, layout)

@@ -4,11 +4,10 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image
 
-from data.base_dataset import (BaseDataset, apply_transform, domain_channels, get_params, match_channels,
-                               open_image, transform_masks)
-from data.image_folder import image_id, index_masks, make_dataset
+from data.base_dataset import BaseDataset, apply_transform, domain_channels, get_params, match_channels, transform_masks
+from data.image_folder import (as_uint8, check_same_size, index_by_id, index_masks, make_dataset, open_image,
+                               read_gray)
 from util.errors import UserInputError
 
 SEG_LAYOUT = ('<dataroot>/{phase}{d}/<id>.<ext> with masks <dataroot>/{phase}{d}_seg/<id>_<k>.png '
@@ -51,20 +50,19 @@ def mask_detector_from_opt(opt, domains):
     first image, once per process. It runs on the model's device when the data is loaded in the
     main process (``--num_threads 0``, as test.py does), else on the CPU of each worker.
     """
-    if not getattr(opt, 'auto_masks', False):
+    if not opt.auto_masks:
         return None
     from util.auto_masks import LazyMaskDetector, parse_categories
-    categories = parse_categories(getattr(opt, 'mask_categories', None), tuple(domains))
-    path = getattr(opt, 'mask_model_path', None)
+    categories = parse_categories(opt.mask_categories, tuple(domains))
+    path = opt.mask_model_path
     if path is not None and not os.path.isfile(path):
         raise UserInputError(f"--mask_model_path '{path}' does not exist; pass the file of a torchvision "
                              f"Mask R-CNN state dict (e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth), or leave the "
                              f"option out to download torchvision's COCO weights.")
-    device = getattr(opt, 'device', 'cpu') if int(getattr(opt, 'num_threads', 0)) == 0 else 'cpu'
-    return LazyMaskDetector(categories, score_thresh=getattr(opt, 'mask_score_thresh', 0.5),
-                            min_area=getattr(opt, 'mask_min_area', 0.001), model_path=path, device=device,
-                            max_instances=getattr(opt, 'max_instances', 20),
-                            min_size=getattr(opt, 'mask_min_size', 800), max_size=getattr(opt, 'mask_max_size', 1333))
+    device = opt.device if opt.num_threads == 0 else 'cpu'
+    return LazyMaskDetector(categories, score_thresh=opt.mask_score_thresh, min_area=opt.mask_min_area,
+                            model_path=path, device=device, max_instances=opt.max_instances,
+                            min_size=opt.mask_min_size, max_size=opt.mask_max_size)
 
 
 def binarise_mask(arr):
@@ -81,16 +79,9 @@ def read_masks(mask_paths, size, image_path):
     w, h = size
     out = np.zeros((len(mask_paths), h, w), dtype=bool)
     for k, path in enumerate(mask_paths):
-        try:
-            with Image.open(path) as m:
-                if m.size != (w, h):
-                    raise UserInputError(
-                        f"Mask '{path}' is {m.size[0]}x{m.size[1]} but its image '{image_path}' is {w}x{h} "
-                        f"(width x height); masks must have their image's size. Resize or regenerate the mask.")
-                out[k] = binarise_mask(np.asarray(m.convert('L')))
-        except (OSError, ValueError, SyntaxError) as e:
-            raise UserInputError(f"Cannot read mask '{path}' (of image '{image_path}'): {e}; "
-                                 f"replace or remove it.") from None
+        mask = as_uint8(read_gray(path, role='mask'))
+        check_same_size((h, w), mask.shape, image_path, path)
+        out[k] = binarise_mask(mask)
     return out
 
 
@@ -120,13 +111,8 @@ class InstanceFolder:
     def __init__(self, img_dir, seg_dir, max_size, max_instances, unmasked, layout):
         paths = make_dataset(img_dir, float('inf'), layout)
         index = index_masks(seg_dir)
-        seen, items, self.n_unmasked = {}, [], 0
-        for path in paths:
-            key = image_id(path, img_dir)
-            if key in seen:
-                raise UserInputError(f"Images '{seen[key]}' and '{path}' share the id '{key}', so their masks "
-                                     f"in '{seg_dir}' would be ambiguous; rename or remove one.")
-            seen[key] = path
+        items, self.n_unmasked = [], 0
+        for key, path in index_by_id(paths, img_dir).items():
             masks = index.get(key, [])
             if not masks:
                 self.n_unmasked += 1
@@ -225,24 +211,25 @@ class UnalignedSegDataset(BaseDataset):
     (``i % len(B)`` with ``--serial_batches``). Length: max(len(A), len(B)).
     """
 
+    value_range = (-1.0, 1.0)
+
     @staticmethod
     def modify_commandline_options(parser, is_train):
         return add_instance_options(parser, is_train)
 
     def __init__(self, opt):
         super().__init__(opt)
-        self.max_instances = getattr(opt, 'max_instances', 20)
-        unmasked = getattr(opt, 'unmasked', 'skip' if opt.isTrain else 'keep')
+        self.max_instances = opt.max_instances
         self.folders = {}
         detector = mask_detector_from_opt(opt, 'AB')
         for d in 'AB':
-            img_dir = os.path.join(opt.dataroot, opt.phase + d)
+            img_dir = self.domain_dir(d)
             if detector is not None:
                 self.folders[opt.phase + d] = DetectedInstanceFolder(
                     img_dir, opt.max_dataset_size, detector, d, IMAGE_LAYOUT.format(phase=opt.phase, d=d))
                 continue
             self.folders[opt.phase + d] = InstanceFolder(
-                img_dir, img_dir + '_seg', opt.max_dataset_size, self.max_instances, unmasked,
+                img_dir, img_dir + '_seg', opt.max_dataset_size, self.max_instances, opt.unmasked,
                 SEG_LAYOUT.format(phase=opt.phase, d=d))
         self.A, self.B = self.folders.values()
         self.nc_A, self.nc_B = domain_channels(opt)

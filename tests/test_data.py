@@ -12,7 +12,8 @@ from PIL import Image
 
 from data.base_dataset import (apply_transform, get_params, get_transform, nearest_indices, to_grayscale,
                                transform_masks)
-from data.image_folder import index_masks, make_dataset
+from data.image_folder import (as_uint8, as_unit, check_same_size, index_masks, make_dataset, match_by_stem,
+                               open_image, read_gray, read_rgb)
 from data.single_dataset import SingleDataset
 from data.single_seg_dataset import SingleSegDataset
 from data.unaligned_dataset import UnalignedDataset
@@ -85,6 +86,93 @@ def test_index_masks_groups_by_id_in_k_order_across_subfolders(tmp_path):
     names = {k: [os.path.relpath(p, tmp_path) for p in v] for k, v in index.items()}
     assert names == {'1': ['1_0.png', '1_2.png', '1_10.png'], 'a_b': ['a_b_0.png'],
                      'sub/7': ['sub/7_0.png', 'sub/7_1.png']}
+
+
+def test_flat_listing_skips_sub_folders_and_names_the_role(tmp_path):
+    for name in ['b.png', 'a.jpg', 'sub/c.png']:
+        save(str(tmp_path / name), np.zeros((2, 2)))
+    assert [os.path.basename(p) for p in make_dataset(str(tmp_path), recursive=False)] == ['a.jpg', 'b.png']
+    with pytest.raises(UserInputError, match=r"'.*nope' \(alpha matte images\) does not exist"):
+        make_dataset(str(tmp_path / 'nope'), recursive=False, role='alpha matte')
+
+
+def test_match_by_stem_pairs_sibling_folders_and_names_a_missing_partner(tmp_path):
+    for name in ['src/1.jpg', 'src/2.png', 'pha/2.png', 'pha/1.png', 'bgr/1.png', 'bgr/2.jpg']:
+        save(str(tmp_path / name), np.zeros((2, 2)))
+    found = match_by_stem({'image': str(tmp_path / 'src'), 'alpha': str(tmp_path / 'pha'),
+                           'background': str(tmp_path / 'bgr')})
+    rel = {k: [os.path.relpath(p, tmp_path) for p in v] for k, v in found.items()}
+    assert rel == {'image': ['src/1.jpg', 'src/2.png'], 'alpha': ['pha/1.png', 'pha/2.png'],
+                   'background': ['bgr/1.png', 'bgr/2.jpg']}
+    assert match_by_stem({'image': str(tmp_path / 'src'), 'alpha': str(tmp_path / 'pha')}, max_size=1)['alpha'] == [
+        str(tmp_path / 'pha' / '1.png')]
+    os.remove(tmp_path / 'pha' / '2.png')
+    with pytest.raises(UserInputError) as e:
+        match_by_stem({'image': str(tmp_path / 'src'), 'alpha': str(tmp_path / 'pha')}, hints={'alpha': 'add it'})
+    message = str(e.value)
+    assert str(tmp_path / 'src' / '2.png') in message and os.path.join(str(tmp_path / 'pha'), '2') in message
+    assert 'add it' in message
+    save(str(tmp_path / 'bgr' / '1.jpg'), np.zeros((2, 2)))   # bgr/1.png and bgr/1.jpg: which one?
+    with pytest.raises(UserInputError, match=r"1\.jpg.*1\.png|1\.png.*1\.jpg"):
+        match_by_stem({'image': str(tmp_path / 'src'), 'background': str(tmp_path / 'bgr')})
+
+
+# ---------------------------------------------------------------------------- reading
+def test_reading_matches_pil_for_8_bit_files(tmp_path):
+    """The one decoder (OpenCV) gives what PIL's ``Image.open(...).convert(...)`` gives: RGB, gray,
+    palette, alpha and 1-bit PNGs bit for bit (colour to gray with PIL's luma); JPEG up to the
+    IDCT's rounding (identical with the libjpeg-turbo of both here)."""
+    rgb = noise_image(64, 96, 4)   # enough pixels for OpenCV's own luma to differ from PIL's somewhere
+    gray = rgb[..., 0]
+    images = {'rgb.png': Image.fromarray(rgb), 'gray.png': Image.fromarray(gray),
+              'rgba.png': Image.fromarray(np.dstack([rgb, gray])),
+              'la.png': Image.fromarray(np.dstack([gray, gray]), 'LA'),
+              'p.png': Image.fromarray(rgb).quantize(37), 'one.png': Image.fromarray(gray > 128),
+              'rgb.jpg': Image.fromarray(rgb), 'gray.jpg': Image.fromarray(gray)}
+    for name, img in images.items():
+        img.save(tmp_path / name)
+        with Image.open(tmp_path / name) as ref:
+            ref_rgb, ref_gray = np.asarray(ref.convert('RGB')), np.asarray(ref.convert('L'))
+        got_rgb, got_gray = np.asarray(open_image(str(tmp_path / name))), read_gray(str(tmp_path / name))
+        assert got_rgb.dtype == got_gray.dtype == np.uint8 and got_rgb.shape == ref_rgb.shape, name
+        tolerance = 3 if name.endswith('.jpg') else 0
+        assert np.abs(got_rgb.astype(int) - ref_rgb).max() <= tolerance, name
+        assert np.abs(got_gray.astype(int) - ref_gray).max() <= tolerance, name
+        assert np.array_equal(open_image(str(tmp_path / name), 'L'), got_gray), name
+
+
+def test_exif_orientation_is_not_applied(tmp_path):
+    """As PIL's Image.open: a rotated-by-EXIF photo keeps its stored size, so its masks still fit."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(noise_image(20, 30)).save(tmp_path / 'r.jpg', exif=exif)
+    assert open_image(str(tmp_path / 'r.jpg')).size == (30, 20)
+
+
+def test_sixteen_bit_files_keep_their_depth(tmp_path):
+    import cv2
+    gray = np.arange(20 * 30, dtype=np.uint16).reshape(20, 30) * 109
+    colour = np.stack([gray, gray[::-1], 65535 - gray], -1)
+    cv2.imwrite(str(tmp_path / 'g16.png'), gray)
+    cv2.imwrite(str(tmp_path / 'c16.png'), colour[..., ::-1])   # cv2 writes BGR
+    assert np.array_equal(read_gray(str(tmp_path / 'g16.png')), gray)
+    assert np.array_equal(read_rgb(str(tmp_path / 'c16.png')), colour)
+    luma_8 = np.asarray(Image.fromarray(as_uint8(colour)).convert('L')).astype(int)
+    assert np.abs(as_uint8(read_gray(str(tmp_path / 'c16.png'))).astype(int) - luma_8).max() <= 1
+    assert np.allclose(as_unit(gray), gray / 65535.0)
+    assert np.array_equal(as_uint8(gray), np.round(gray / 257.0).astype(np.uint8))
+    assert np.array_equal(np.asarray(open_image(str(tmp_path / 'g16.png')))[..., 0], as_uint8(gray))
+
+
+def test_unreadable_missing_or_mismatched_files_are_named(tmp_path):
+    (tmp_path / 'bad.png').write_bytes(b'\x89PNG but not really')
+    (tmp_path / 'empty.png').write_bytes(b'')
+    for name in ('bad.png', 'empty.png', 'missing.png'):
+        with pytest.raises(UserInputError, match=rf"Cannot read trimap '.*{name}'"):
+            read_gray(str(tmp_path / name), role='trimap')
+    with pytest.raises(UserInputError, match=r"'m\.png' is 4x3 but 'i\.png' is 5x3 .*resize or regenerate 'm\.png'"):
+        check_same_size((3, 5, 3), (3, 4), 'i.png', 'm.png')
+    check_same_size((3, 5, 3), (3, 5), 'i.png', 'm.png')
 
 
 # ---------------------------------------------------------------------------- parameters

@@ -24,6 +24,7 @@ def make_opt(dataroot, phase='train', **kw):
     opt = parser.parse_args([])
     opt.dataroot, opt.phase, opt.no_flip = str(dataroot), phase, False
     opt.max_dataset_size, opt.crop_size, opt.crop_sizes = float('inf'), 32, '32,48,64'
+    opt.isTrain, opt.seed = phase == 'train', None
     for k, v in kw.items():
         setattr(opt, k, v)
     return opt
