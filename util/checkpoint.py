@@ -11,16 +11,19 @@ temporary file left by a killed writer is ignored by every load and removed by
 quick succession, and it returns each file's SHA-256 so that the training state can record the
 network files it belongs with (a set mixed by a crash between two renames is then detected).
 
-Every load uses ``torch.load(..., weights_only=True)``: a file whose unpickling would run code is
-refused with a clear message, and that code never runs.
+Every load of the project goes through :func:`load`, ``torch.load(..., weights_only=True)``: a file
+whose unpickling would run code is refused with a clear message, and that code never runs.
 """
+import contextlib
 import hashlib
 import io
 import os
 import pickle
 import re
-import zipfile
+import warnings
+from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 from util.errors import UserInputError
@@ -92,18 +95,97 @@ def remove_stray_temps(folder):
     return removed
 
 
-def load(path, map_location='cpu'):
-    """``torch.load(path, weights_only=True)`` with errors that name the file and the fix."""
+def _numpy_scalar_globals():
+    """numpy's scalar constructor under both names files use, numpy.dtype, and the dtype classes
+    (e.g. numpy.dtypes.Float64DType) whose state a pickled dtype sets, for the numeric types."""
+    try:
+        from numpy._core.multiarray import scalar      # numpy >= 2
+    except ImportError:                                 # numpy 1.x
+        from numpy.core.multiarray import scalar
+    dtype_classes = dict.fromkeys(type(np.dtype(c)) for c in '?bBhHiIlLqQefdgFDG')
+    return ((scalar, 'numpy.core.multiarray.scalar'),   # the name in files pickled under numpy 1.x / Python 2
+            (scalar, 'numpy._core.multiarray.scalar'),  # and under numpy 2
+            np.dtype, *dtype_classes)
+
+
+#: ``safe_globals`` that let :func:`load` read numpy scalars of numeric types (e.g. the
+#: ``numpy.float64`` metric a training script stored next to its state dict). They build a number
+#: from a dtype and raw bytes; arrays and object dtypes stay refused.
+NUMPY_SCALARS = _numpy_scalar_globals()
+
+_DEFAULT_HINT = 'Check --checkpoints_dir, --name and --epoch, or use another epoch.'
+
+
+def load(path, map_location='cpu', *, safe_globals=(), encoding=None, what='checkpoint', hint=_DEFAULT_HINT):
+    """``torch.load(path, weights_only=True)`` with errors (UserInputError) that name the file.
+
+    Args:
+        safe_globals: more globals the weights-only unpickler may build, as
+            ``torch.serialization.safe_globals`` takes them (e.g. :data:`NUMPY_SCALARS`); only for
+            this call.
+        encoding: how the unpickler decodes Python 2 ``str`` objects: ``'latin1'`` for legacy
+            Python 2 pickles (numpy scalars in them hold their bytes as such strings); None:
+            torch's default (utf-8).
+        what: what the file is, in messages ('checkpoint', 'pretrained weights file', ...).
+        hint: the sentence that ends the message of a missing or unreadable file (what to do).
+    Raises:
+        UserInputError: the file does not exist, is corrupt or truncated or not a torch.save file,
+            or holds an object outside the allow-list (``refusing to load``: unpickling it could run
+            code, and it never runs).
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise UserInputError(f'checkpoint not found: {path}')
+        raise UserInputError(f'{what} not found: {path}. {hint}')
+    allowed = torch.serialization.safe_globals(list(safe_globals)) if safe_globals else contextlib.nullcontext()
+    kwargs = {} if encoding is None else {'encoding': encoding}
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with allowed, warnings.catch_warnings():
+            # torch warns that pickle arguments need weights_only=False, yet passes `encoding` on
+            warnings.filterwarnings('ignore', message='pickle_load_args only works')
+            return torch.load(path, map_location=map_location, weights_only=True, **kwargs)
     except pickle.UnpicklingError as e:
+        reason = _unpickler_reason(str(e))
+        refusal = _refusal(reason)
+        if refusal is None:    # no pickle it can parse: garbage bytes, a file of another program
+            raise UserInputError(_unreadable(what, path, _first_sentence(reason), hint)) from None
         raise UserInputError(
-            f'refusing to load {path}: it holds objects that only unrestricted pickle can build, and '
-            f'unpickling them could run code ({str(e).splitlines()[0]}). Load it only if you trust its '
-            'source, by converting it to a plain state dict in a separate trusted script.') from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise UserInputError(f'cannot read checkpoint {path}: the file is corrupt or truncated ({e}). '
-                             'Use another epoch (--epoch) or re-save it.') from None
+            f'refusing to load {what} {path}: {refusal} (unpickling it could run code). Load it only if you '
+            'trust its source, by converting it to a plain state dict in a separate trusted script.') from None
+    except Exception as e:  # zip, pickle, decoding and I/O errors all mean: not a readable torch.save file
+        detail = _first_sentence(str(e))
+        reason = f'{type(e).__name__}: {detail}' if detail else type(e).__name__
+        raise UserInputError(_unreadable(what, path, reason, hint)) from None
+
+
+def _unreadable(what, path, reason, hint):
+    return (f'cannot read {what} {path}: the file is corrupt or truncated, or not saved with torch.save '
+            f'({reason}). {hint}')
+
+
+def _first_sentence(text):
+    line = (text.strip().splitlines() or [''])[0]
+    return re.split(r'(?<=[.!?])\s', line, maxsplit=1)[0]
+
+
+def _unpickler_reason(message):
+    """The reason in an UnpicklingError of torch's weights-only loader (the text after
+    'WeightsUnpickler error:', without torch's advice around it); the whole message otherwise."""
+    message = re.sub(r'\x1b\[[0-9;]*m', '', message)
+    reason = message.partition('WeightsUnpickler error:')[2]
+    return reason.strip() or message.strip()
+
+
+def _refusal(reason):
+    """Why the weights-only unpickler refused a file ('it holds numpy._core.multiarray.scalar,
+    which ...'); None when the file is merely malformed (e.g. 'Unsupported operand 110')."""
+    glob = re.search(r'GLOBAL (\S+)', reason)
+    if glob:
+        return f'it holds {glob.group(1)}, which the weights-only loader does not build'
+    if re.search(r'allowlisted|unrecognized function|must be imported', reason):
+        return f'the weights-only loader does not build what it holds ({_first_sentence(reason)})'
+    return None
+
+
+def is_state_dict(obj):
+    """True for a mapping of names (str) to tensors, as ``net.state_dict()`` gives."""
+    return isinstance(obj, Mapping) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
