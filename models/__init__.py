@@ -33,6 +33,6 @@ def get_option_setter(model_name, parser=None):
 def create_model(opt):
     """Build the model named by ``opt.model``: ``model = create_model(opt); model.setup(opt)``."""
     model = find_model_using_name(opt.model)(opt)
-    if getattr(opt, 'verbose', False):
+    if opt.verbose:
         print(f'model [{type(model).__name__}] was created')
     return model

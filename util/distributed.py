@@ -41,6 +41,8 @@ def init_distributed(opt):
 
 
 def is_main(opt):
+    """True on rank 0. ``opt.rank`` is set by :func:`init_distributed` (not an option): options that
+    never went through it (test.py, scripts) belong to the one process there is."""
     return getattr(opt, 'rank', 0) == 0
 
 

@@ -24,6 +24,7 @@ import warnings
 
 import numpy as np
 
+from util import distributed
 from util.html import HTML
 from util.util import mkdirs, save_image, tensor2im
 
@@ -31,6 +32,7 @@ from util.util import mkdirs, save_image, tensor2im
 HEADER_OPTIONS = ('model', 'dataset_mode', 'dataroot', 'netG', 'netD', 'gan_mode', 'norm', 'ngf', 'ndf',
                   'batch_size', 'lr', 'crop_size', 'n_epochs', 'n_epochs_decay', 'gpu_ids')
 
+TRAINING_ROWS_PER_PAGE = 50    # epochs per page of the training snapshots (web/index.html)
 _SNAPSHOT = re.compile(r'^epoch(\d+)_(.+)\.png$')
 
 
@@ -94,21 +96,19 @@ class Visualizer:
     ``display_id``, images to ``display_id + 1``, their labels to ``display_id + 2``),
     display_server, display_port, display_env, display_ncols, display_winsize, no_html, isTrain.
     enabled: False makes every method a no-op (use for DDP ranks > 0); None (default) means
-    ``opt.rank == 0`` (rank 0 when opt has no rank). timeout: visdom (connect, read) timeout in
+    ``opt.rank == 0`` (rank 0 when opt has no rank: not launched by torchrun). timeout: visdom (connect, read) timeout in
     seconds. web_refresh: seconds between automatic reloads of the web page (0 = none).
     """
 
     def __init__(self, opt, enabled=None, timeout=(2.0, 10.0), web_refresh=0):
         self.opt = opt
-        self.enabled = (getattr(opt, 'rank', 0) == 0) if enabled is None else bool(enabled)
+        self.enabled = distributed.is_main(opt) if enabled is None else bool(enabled)
         self.name = opt.name
-        self.display_id = int(getattr(opt, 'display_id', 0) or 0) if self.enabled else 0
-        self.use_html = self.enabled and getattr(opt, 'isTrain', True) and not getattr(opt, 'no_html', False)
-        self.win_size = int(getattr(opt, 'display_winsize', 256))
-        self.ncols = int(getattr(opt, 'display_ncols', 4))
-        self.server = getattr(opt, 'display_server', 'http://localhost')
-        self.port = int(getattr(opt, 'display_port', 8097))
-        self.env = getattr(opt, 'display_env', 'main')
+        self.display_id = opt.display_id if self.enabled else 0
+        self.use_html = self.enabled and opt.isTrain and not opt.no_html
+        self.win_size = opt.display_winsize
+        self.ncols = opt.display_ncols
+        self.server, self.port, self.env = opt.display_server, opt.display_port, opt.display_env
         self.timeout = timeout
         self.web_refresh = web_refresh
         self.saved = False
@@ -286,7 +286,7 @@ class Visualizer:
         info = {'run': self.name, 'epoch': epoch}
         info.update((k, getattr(self.opt, k)) for k in HEADER_OPTIONS if hasattr(self.opt, k))
         webpage = HTML(self.web_dir, 'Training results: %s' % self.name, refresh=self.web_refresh,
-                       header_info=info, rows_per_page=int(getattr(self.opt, 'results_per_page', 50)))
+                       header_info=info, rows_per_page=TRAINING_ROWS_PER_PAGE)
         order = {n: i for i, n in enumerate(visual_names)}
         for n in sorted(by_epoch, reverse=True):
             names = sorted(by_epoch[n], key=lambda k: (order.get(k, len(order)), k))
