@@ -55,6 +55,10 @@ def world_size():
     return dist.get_world_size() if active() else 1
 
 
+def rank():
+    return dist.get_rank() if active() else 0
+
+
 def cleanup():
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -120,11 +120,11 @@ class TrainingState:
         for sch, s in zip(m.schedulers, state['schedulers']):
             restore_scheduler(sch, s)
         self.report_schedule_change(state.get('schedule'), state['epoch'])
-        rank = self.opt.rank
+        rank = distributed.rank()
         mine = None
         if rank == 0:
             mine = {'rng': state['rng'], 'image_pools': state['image_pools']}
-        elif state.get('world_size', 1) == self.opt.world_size and len(state.get('ranks', [])) >= rank:
+        elif state.get('world_size', 1) == distributed.world_size() and len(state.get('ranks', [])) >= rank:
             mine = state['ranks'][rank - 1]
         if mine is not None:
             for k, s in mine['image_pools'].items():
