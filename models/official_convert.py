@@ -36,12 +36,11 @@ What differs in an official state dict, and what :func:`convert_official_state_d
 
 The official generator's keys are the ones used here, so its state dict passes through unchanged.
 """
-import os
-from collections.abc import Mapping
-
 import torch
 import torch.nn as nn
 
+from util import checkpoint
+from util.distributed import unwrap
 from util.errors import UserInputError
 
 _OFFICIAL_SN_SUFFIXES = ('.module.weight_bar', '.module.weight_u', '.module.weight_v')
@@ -129,11 +128,6 @@ def convert_official_state_dict(state_dict, net):
     return out
 
 
-def _unwrap(net):
-    parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
-    return net.module if isinstance(net, parallel) else net
-
-
 def _shorten(items, n=4):
     items = list(items)
     return ', '.join(items[:n]) + (' ... (%d in all)' % len(items) if len(items) > n else '')
@@ -165,26 +159,18 @@ def load_state_dict_any(net, path):
     """Load a checkpoint in this implementation's or the official InstaGAN format into `net`.
 
     Args:
-        net: nn.Module (a DataParallel wrapper is looked through).
-        path: checkpoint file (a state dict saved with torch.save).
+        net: nn.Module (DataParallel, DistributedDataParallel and torch.compile wrappers are looked
+            through: the weights go into the plain module inside).
+        path: checkpoint file (a state dict saved with torch.save), read by :func:`util.checkpoint.load`.
     Returns:
         `net`, with the weights loaded.
     Raises:
         UserInputError: the file is missing, unreadable or corrupt, is not a state dict, or its
             keys / shapes do not match `net` (the message says which and why that usually happens).
     """
-    path = os.fspath(path)
-    target = _unwrap(net)
-    if not os.path.isfile(path):
-        raise UserInputError('checkpoint %s does not exist; check --checkpoints_dir, --name and --epoch.' % path)
-    try:
-        state_dict = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # pickle, zip and torch errors all mean: not a readable checkpoint
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserInputError('cannot read checkpoint %s (%s): the file is corrupt, truncated or not saved '
-                             'with torch.save; copy or download it again.' % (path, reason)) from None
-    if not isinstance(state_dict, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
+    target = unwrap(net)
+    state_dict = checkpoint.load(path, hint='Check --checkpoints_dir, --name and --epoch, or copy the file again.')
+    if not checkpoint.is_state_dict(state_dict):
         raise UserInputError('checkpoint %s is not a state dict (a mapping of names to tensors, as saved by '
                              'torch.save(net.state_dict(), path)); got %s.' % (path, type(state_dict).__name__))
     try:

@@ -9,6 +9,7 @@ import os
 
 import pytest
 import torch
+import torch.nn as nn
 
 from models.official_convert import (convert_official_state_dict, load_state_dict_any,
                                      official_power_iteration)
@@ -164,6 +165,19 @@ def test_dataparallel_prefixed_official_checkpoint_loads(case, tmp_path):
     x = case['inputs']['real_B']
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.parametrize('wrap', ['compile', 'dataparallel', 'compile_dataparallel'])
+def test_official_checkpoint_loads_into_a_wrapped_network(wrap):
+    """torch.compile and DataParallel are looked through: the weights go into the plain module."""
+    plain = load_state_dict_any(NLayerSetDiscriminator(ndf=8), _official('10_net_D_A.pth'))
+    inner = NLayerSetDiscriminator(ndf=8)
+    net = nn.DataParallel(inner) if 'dataparallel' in wrap else inner
+    net = torch.compile(net, backend='eager') if 'compile' in wrap else net
+    assert load_state_dict_any(net, _official('10_net_D_A.pth')) is net
+    loaded = inner.state_dict()
+    assert loaded.keys() == plain.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in plain.state_dict().items())
 
 
 def test_stale_instance_norm_statistics_are_dropped(case, tmp_path):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from data.image_folder import min_area_pixels
+from util import checkpoint
 from util.errors import UserInputError
 
 #: The 91 labels of torchvision's COCO detection models (index = label id; 'N/A' = unused id),
@@ -128,22 +129,16 @@ def _restrict_labels(postprocess, label_ids):
 
 
 def load_state_dict_file(path):
-    """A Mask R-CNN state dict from ``path`` (``torch.load(weights_only=True)``; a ``{'model': ...}``
+    """A Mask R-CNN state dict from ``path`` (read by :func:`util.checkpoint.load`; a ``{'model': ...}``
     training checkpoint and DataParallel ``module.`` prefixes are accepted); UserInputError naming it."""
-    if not os.path.isfile(path):
-        raise UserInputError(f"Mask R-CNN weights file '{path}' does not exist; pass the file of a torchvision "
-                             f"Mask R-CNN state dict (e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth).")
-    try:
-        sd = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unpickling, zip and I/O errors all mean a bad file
-        raise UserInputError(f"Cannot read the Mask R-CNN weights file '{path}' as a PyTorch state dict "
-                             f"({type(e).__name__}: {e}); pass a file saved with torch.save(model.state_dict(), "
-                             f"path).") from None
+    fix = "pass a torchvision Mask R-CNN state dict, saved with torch.save(model.state_dict(), path)"
+    sd = checkpoint.load(path, what='Mask R-CNN weights file',
+                         hint=f"Check the path, or {fix} (e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth).")
     if isinstance(sd, dict) and isinstance(sd.get('model'), dict):
         sd = sd['model']
-    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
-        raise UserInputError(f"Mask R-CNN weights file '{path}' does not hold a state dict (a dict of tensors); pass a "
-                             f"file saved with torch.save(model.state_dict(), path).")
+    if not checkpoint.is_state_dict(sd):
+        raise UserInputError(f"Mask R-CNN weights file '{path}' does not hold a state dict (a dict of tensors); "
+                             f"{fix}.")
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
 
 
