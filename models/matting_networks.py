@@ -17,14 +17,13 @@ The discriminator of AlphaGAN is the generic PatchGAN ``NLayerDiscriminator(inpu
 ``models/networks.py``, applied to ``[composite, trimap]``.
 """
 
-import functools
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from models.instance_norm import InstanceNorm2d
+from models.networks import get_norm_layer
+from util import checkpoint
 from util.errors import UserInputError
 
 # Normalisation the generator's RGB input must have (torchvision ImageNet statistics, RGB order),
@@ -35,24 +34,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # forward() pads H and W up to a multiple of this (output stride 8 with exact x2 steps; 32 keeps
 # every stage's size even, as in the paper's training crops).
 SIZE_MULTIPLE = 32
-
-
-def get_norm_layer(norm):
-    """Return a constructor ``norm_layer(num_channels) -> nn.Module`` for ``norm``.
-
-    ``'batch'`` (or ``'sync_batch'``, converted by the training code): BatchNorm2d, the paper's
-    choice and the only one that uses the running statistics of pretrained ImageNet weights;
-    ``'instance'``: InstanceNorm2d with affine parameters (which take the pretrained BatchNorm
-    scales and shifts) and no running statistics. ``'none'`` is refused: the ResNet-50 encoder
-    and its pretrained weights need a normalisation layer.
-    """
-    if norm in ("batch", "sync_batch"):
-        return nn.BatchNorm2d
-    if norm == "instance":
-        return functools.partial(InstanceNorm2d, affine=True, track_running_stats=False)
-    raise UserInputError(
-        f"AlphaGAN generator: norm {norm!r} is not supported; use --norm batch (paper) or --norm instance."
-    )
 
 
 def conv_norm_relu(in_channels, out_channels, kernel_size, norm_layer, dilation=1):
@@ -139,9 +120,7 @@ class ResNet50Encoder(nn.Module):
         is not a ResNet-50 state dict.
         """
         fix = "pass the state dict of a torchvision resnet50 (torch.save(resnet50(...).state_dict(), path))"
-        if not isinstance(state_dict, dict) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
-        ):
+        if not checkpoint.is_state_dict(state_dict):
             raise UserInputError(f"{source} is not a state dict (a dict of tensors); {fix}.")
         own = self.state_dict()
         stat_suffixes = ("running_mean", "running_var", "num_batches_tracked")
@@ -231,7 +210,11 @@ class AlphaGANGenerator(nn.Module):
             torchvision, needs the internet or torchvision's cache) into the encoder.
         pretrained_path: a local ``torchvision.models.resnet50`` state dict to load instead; giving
             it implies loading pretrained weights, whatever ``pretrained`` says.
-        norm: ``'batch'`` (paper) or ``'instance'``; used in encoder, ASPP and decoder.
+        norm: ``'batch'`` (paper; ``'sync_batch'`` is converted by the training code), the only one
+            that uses the running statistics of pretrained ImageNet weights; or ``'instance'``,
+            with affine parameters (they take the pretrained BatchNorm scales and shifts) and no
+            running statistics. Used in encoder, ASPP and decoder. ``'none'`` is refused: the
+            ResNet-50 encoder and its pretrained weights need a normalisation layer.
 
     With pretrained weights, conv1's RGB weights are the ImageNet ones and the trimap channel's
     weights start at zero. Only the encoder is pretrained: when re-initialising the network, leave
@@ -244,7 +227,11 @@ class AlphaGANGenerator(nn.Module):
 
     def __init__(self, pretrained=False, pretrained_path=None, norm="batch"):
         super().__init__()
-        norm_layer = get_norm_layer(norm)
+        if norm not in ("batch", "sync_batch", "instance"):
+            raise UserInputError(
+                f"AlphaGAN generator: norm {norm!r} is not supported; use --norm batch (paper) or --norm instance."
+            )
+        norm_layer = get_norm_layer(norm, instance_affine=True)
         self.encoder = ResNet50Encoder(norm_layer)
         self.aspp = ASPP(2048, 256, (6, 12, 18), norm_layer)
         # 1/4: ASPP upsampled x2 (256) + conv2_x reduced to 48 -> 3x3 convs; down to conv1's 64
@@ -275,7 +262,10 @@ class AlphaGANGenerator(nn.Module):
         self.alpha_conv = nn.Conv2d(32, 1, kernel_size=3, padding=1)
 
         if pretrained_path is not None:
-            self.encoder.load_torchvision_state_dict(load_state_dict_file(pretrained_path), str(pretrained_path))
+            weights = checkpoint.load(pretrained_path, what="pretrained weights file",
+                                      hint="Check --pretrained_path: it should be a torchvision resnet50 state dict "
+                                           "saved with torch.save.")
+            self.encoder.load_torchvision_state_dict(weights, str(pretrained_path))
         elif pretrained:
             self.encoder.load_torchvision_state_dict(download_imagenet_resnet50(), "torchvision IMAGENET1K_V1")
 
@@ -295,19 +285,6 @@ class AlphaGANGenerator(nn.Module):
         y = self.decode_full(torch.cat([y, x[:, :3]], dim=1))
         alpha = torch.sigmoid(self.alpha_conv(y))
         return alpha[..., :h, :w]
-
-
-def load_state_dict_file(path):
-    """Read a state dict saved with ``torch.save`` (``weights_only=True``); UserInputError if unreadable."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserInputError(f"pretrained weights file {path} does not exist; check --pretrained_path.") from None
-    except Exception as exc:  # corrupt zip / pickle, non-tensor objects, a directory, ...
-        raise UserInputError(
-            f"could not read pretrained weights {path} ({type(exc).__name__}: {exc}); it should be a "
-            "torchvision resnet50 state dict saved with torch.save."
-        ) from None
 
 
 def download_imagenet_resnet50():

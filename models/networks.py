@@ -13,15 +13,29 @@ from models.shift_conv import ShiftSumConv2d
 
 
 # ----------------------------------------------------------------------------- helpers
-def get_norm_layer(norm_type='instance'):
-    """A constructor ``norm(num_features)``: batch | sync_batch | instance | none."""
+def get_norm_layer(norm_type='instance', instance_affine=False):
+    """A constructor ``norm(num_features)``: batch | sync_batch | instance | none.
+
+    Batch norm (``sync_batch`` too; the training code converts it to SyncBatchNorm) is affine and
+    tracks running statistics. Instance norm tracks none and, by default, has no affine parameters
+    (CycleGAN's and the official InstaGAN's choice); ``instance_affine=True`` gives it a per-channel
+    scale and shift (AlphaGAN: they take the pretrained encoder's batch-norm weights)."""
     if norm_type in ('batch', 'sync_batch'):
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     if norm_type == 'instance':   # nn.InstanceNorm2d with a faster CPU path (models/instance_norm.py)
-        return functools.partial(InstanceNorm2d, affine=False, track_running_stats=False)
+        return functools.partial(InstanceNorm2d, affine=instance_affine, track_running_stats=False)
     if norm_type == 'none':
         return lambda num_features: nn.Identity()
     raise ValueError(f'normalization layer {norm_type!r} is not one of batch, sync_batch, instance, none')
+
+
+def uses_bias(norm_layer):
+    """Whether a conv followed by ``norm_layer`` (a constructor, e.g. from :func:`get_norm_layer`)
+    needs a bias: not before batch norm (its affine shift does that job), yes before instance norm
+    (the official InstaGAN and CycleGAN rule, so their checkpoints' bias keys are ours) and before
+    no normalisation at all."""
+    base = norm_layer.func if isinstance(norm_layer, functools.partial) else norm_layer
+    return not (isinstance(base, type) and issubclass(base, nn.modules.batchnorm._BatchNorm))
 
 
 class LinearDecay:
@@ -90,17 +104,22 @@ def init_net(net, init_type='normal', init_gain=0.02, device='cpu', init=True):
 
 # ----------------------------------------------------------------------------- generators
 class ResnetBlock(nn.Module):
-    """conv-norm-relu-(dropout)-conv-norm with a skip connection; (B, C, H, W) -> (B, C, H, W)."""
+    """x + conv-norm-relu-(dropout)-conv-norm(x): (B, dim, H, W) -> (B, dim, H, W).
+
+    ``padding_type``: reflect | replicate | zero. The layer layout, hence the state-dict keys
+    ``conv_block.<i>.*``, is CycleGAN's and the official InstaGAN's."""
 
     def __init__(self, dim, padding_type, norm_layer, use_dropout, use_bias):
         super().__init__()
-        pad = {'reflect': nn.ReflectionPad2d, 'replicate': nn.ReplicationPad2d}.get(padding_type)
-        p = 0 if pad else 1
+        pads = {'reflect': nn.ReflectionPad2d, 'replicate': nn.ReplicationPad2d, 'zero': None}
+        if padding_type not in pads:
+            raise ValueError(f'padding {padding_type!r} is not one of reflect, replicate, zero')
+        pad = pads[padding_type]
         layers = []
         for i in range(2):
             if pad:
                 layers.append(pad(1))
-            layers += [nn.Conv2d(dim, dim, kernel_size=3, padding=p, bias=use_bias), norm_layer(dim)]
+            layers += [nn.Conv2d(dim, dim, kernel_size=3, padding=0 if pad else 1, bias=use_bias), norm_layer(dim)]
             if i == 0:
                 layers.append(nn.ReLU(True))
                 if use_dropout:
@@ -109,12 +128,6 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x):
         return x + self.conv_block(x)
-
-
-def _uses_bias(norm_layer):
-    """Convs before batch norm need no bias (it has an affine shift); before instance norm they do."""
-    base = norm_layer.func if isinstance(norm_layer, functools.partial) else norm_layer
-    return base != nn.BatchNorm2d
 
 
 class ResnetGenerator(nn.Module):
@@ -126,7 +139,7 @@ class ResnetGenerator(nn.Module):
     def __init__(self, input_nc, output_nc, ngf=64, norm_layer=nn.BatchNorm2d, use_dropout=False, n_blocks=6,
                  padding_type='reflect'):
         super().__init__()
-        use_bias = _uses_bias(norm_layer)
+        use_bias = uses_bias(norm_layer)
         model = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=use_bias),
                  norm_layer(ngf), nn.ReLU(True)]
         for i in range(2):
@@ -154,7 +167,7 @@ class UnetSkipConnectionBlock(nn.Module):
                  norm_layer=nn.BatchNorm2d, use_dropout=False):
         super().__init__()
         self.outermost = outermost
-        use_bias = _uses_bias(norm_layer)
+        use_bias = uses_bias(norm_layer)
         input_nc = outer_nc if input_nc is None else input_nc
         downconv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=use_bias)
         downrelu, downnorm = nn.LeakyReLU(0.2, True), norm_layer(inner_nc)
@@ -203,7 +216,7 @@ class NLayerDiscriminator(nn.Module):
 
     def __init__(self, input_nc, ndf=64, n_layers=3, norm_layer=nn.BatchNorm2d):
         super().__init__()
-        use_bias = _uses_bias(norm_layer)
+        use_bias = uses_bias(norm_layer)
         kw, padw = 4, 1
         seq = [nn.Conv2d(input_nc, ndf, kernel_size=kw, stride=2, padding=padw), nn.LeakyReLU(0.2, True)]
         mult = 1
@@ -225,7 +238,7 @@ class PixelDiscriminator(nn.Module):
 
     def __init__(self, input_nc, ndf=64, norm_layer=nn.BatchNorm2d):
         super().__init__()
-        use_bias = _uses_bias(norm_layer)
+        use_bias = uses_bias(norm_layer)
         self.net = nn.Sequential(
             nn.Conv2d(input_nc, ndf, 1), nn.LeakyReLU(0.2, True),
             nn.Conv2d(ndf, ndf * 2, 1, bias=use_bias), norm_layer(ndf * 2), nn.LeakyReLU(0.2, True),

@@ -25,29 +25,19 @@ official code, all deliberate:
   instances; their features are index_add-ed into per-sample set sums.
 * A sample with no instance: the official code then pushes the empty slot 0 through the mask
   network anyway; here its set sum is zero and all its slots pass through unchanged.
+* Biases follow :func:`models.networks.uses_bias`, as in the official code with instance norm (convs
+  keep their bias) and batch norm (convs before it have none; ``classifier.0`` keeps its bias, as
+  there); with ``--norm none``, which the official code cannot build, every conv has a bias.
 
 Submodule names and layer indices are the official ones, so an official generator checkpoint loads
 as is; an official discriminator checkpoint needs models/official_convert.py (spectral norm layout).
 """
-import functools
-
 import torch
 import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from models.networks import ResnetBlock, uses_bias
 from models.shift_conv import ShiftSumConv2d
-
-
-def _uses_bias(norm_layer):
-    """Convs followed by instance norm get a bias, as in the official code (batch norm has its own)."""
-    func = norm_layer.func if isinstance(norm_layer, functools.partial) else norm_layer
-    return norm_layer is None or (isinstance(func, type) and issubclass(func, nn.InstanceNorm2d))
-
-
-def _norm(norm_layer, channels):
-    """The normalisation layer; nn.Identity for norm_layer=None, so that layer indices (and thus the
-    state-dict keys) stay those of the official code."""
-    return nn.Identity() if norm_layer is None else norm_layer(channels)
 
 
 def split_set(inp, input_nc):
@@ -79,41 +69,6 @@ def set_sum(features, sample_index, batch_size):
     return total.index_add(0, sample_index, features)
 
 
-class ResnetBlock(nn.Module):
-    """Residual block x + conv-norm-relu-(dropout)-conv-norm(x), (B, dim, h, w) -> (B, dim, h, w).
-
-    Layer layout (hence state-dict keys `conv_block.<i>.*`) as in the official / CycleGAN code.
-    """
-
-    def __init__(self, dim, padding_type, norm_layer, use_dropout, use_bias):
-        super().__init__()
-        self.conv_block = self.build_conv_block(dim, padding_type, norm_layer, use_dropout, use_bias)
-
-    @staticmethod
-    def _padding(padding_type):
-        if padding_type == 'reflect':
-            return [nn.ReflectionPad2d(1)], 0
-        if padding_type == 'replicate':
-            return [nn.ReplicationPad2d(1)], 0
-        if padding_type == 'zero':
-            return [], 1
-        raise NotImplementedError('padding [%s] is not implemented' % padding_type)
-
-    def build_conv_block(self, dim, padding_type, norm_layer, use_dropout, use_bias):
-        pad, p = self._padding(padding_type)
-        block = pad + [nn.Conv2d(dim, dim, kernel_size=3, padding=p, bias=use_bias),
-                       _norm(norm_layer, dim), nn.ReLU(True)]
-        if use_dropout:
-            block += [nn.Dropout(0.5)]
-        pad, p = self._padding(padding_type)
-        block += pad + [nn.Conv2d(dim, dim, kernel_size=3, padding=p, bias=use_bias),
-                        _norm(norm_layer, dim)]
-        return nn.Sequential(*block)
-
-    def forward(self, x):
-        return x + self.conv_block(x)
-
-
 class ResnetSetGenerator(nn.Module):
     """InstaGAN generator: translates an image and its set of instance masks.
 
@@ -135,7 +90,7 @@ class ResnetSetGenerator(nn.Module):
         self.input_nc = input_nc
         self.output_nc = output_nc
         self.ngf = ngf
-        use_bias = _uses_bias(norm_layer)
+        use_bias = uses_bias(norm_layer)
         n_downsampling = 2
         self.encoder_img = self.get_encoder(input_nc, n_downsampling, ngf, norm_layer, use_dropout, n_blocks,
                                             padding_type, use_bias)
@@ -149,12 +104,12 @@ class ResnetSetGenerator(nn.Module):
         """(B, input_nc, H, W) -> (B, ngf * 2**n_downsampling, H / 2**n, W / 2**n)."""
         model = [nn.ReflectionPad2d(3),
                  nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=use_bias),
-                 _norm(norm_layer, ngf),
+                 norm_layer(ngf),
                  nn.ReLU(True)]
         for i in range(n_downsampling):
             mult = 2 ** i
             model += [nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=use_bias),
-                      _norm(norm_layer, ngf * mult * 2),
+                      norm_layer(ngf * mult * 2),
                       nn.ReLU(True)]
         mult = 2 ** n_downsampling
         for _ in range(n_blocks):
@@ -170,7 +125,7 @@ class ResnetSetGenerator(nn.Module):
             mult = 2 ** (n_downsampling - i)
             model += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1,
                                          output_padding=1, bias=use_bias),
-                      _norm(norm_layer, ngf * mult // 2),
+                      norm_layer(ngf * mult // 2),
                       nn.ReLU(True)]
         model += [nn.ReflectionPad2d(3),
                   ShiftSumConv2d(ngf, output_nc, kernel_size=7, padding=0),   # nn.Conv2d, faster on CPU
@@ -210,7 +165,7 @@ class NLayerSetDiscriminator(nn.Module):
     def __init__(self, input_nc=3, ndf=64, n_layers=3, norm_layer=nn.InstanceNorm2d, use_sigmoid=False):
         super().__init__()
         self.input_nc = input_nc
-        use_bias = _uses_bias(norm_layer)
+        use_bias = uses_bias(norm_layer)
         kw, padw = 4, 1
         self.feature_img = self.get_feature_extractor(input_nc, ndf, n_layers, kw, padw, norm_layer, use_bias)
         self.feature_seg = self.get_feature_extractor(1, ndf, n_layers, kw, padw, norm_layer, use_bias)
@@ -226,7 +181,7 @@ class NLayerSetDiscriminator(nn.Module):
             nf_mult_prev, nf_mult = nf_mult, min(2 ** n, 8)
             model += [spectral_norm(nn.Conv2d(ndf * nf_mult_prev, ndf * nf_mult, kernel_size=kw, stride=2,
                                               padding=padw, bias=use_bias)),
-                      _norm(norm_layer, ndf * nf_mult),
+                      norm_layer(ndf * nf_mult),
                       nn.LeakyReLU(0.2, True)]
         return nn.Sequential(*model)
 
@@ -238,7 +193,7 @@ class NLayerSetDiscriminator(nn.Module):
         nf_mult = min(2 ** n_layers, 8)
         model = [spectral_norm(nn.Conv2d(ndf * nf_mult_prev, ndf * nf_mult, kernel_size=kw, stride=1,
                                          padding=padw)),
-                 _norm(norm_layer, ndf * nf_mult),
+                 norm_layer(ndf * nf_mult),
                  nn.LeakyReLU(0.2, True),
                  spectral_norm(nn.Conv2d(ndf * nf_mult, 1, kernel_size=kw, stride=1, padding=padw))]
         if use_sigmoid:

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 from models import networks
 from models.instance_norm import InstanceNorm2d, set_group_norm
-from models.matting_networks import get_norm_layer as matting_norm_layer
 from scripts.benchmark import parse_args, sweep_configs, to_argv
 from scripts.official_reference import PerSlotSetDiscriminator, PerSlotSetGenerator
 
@@ -75,7 +74,7 @@ def test_one_pixel_input_keeps_instance_norms_error():
 def test_networks_build_it_with_the_official_layout_and_biases():
     norm = networks.get_norm_layer('instance')(8)
     assert isinstance(norm, InstanceNorm2d) and not norm.affine and not norm.track_running_stats
-    assert isinstance(matting_norm_layer('instance')(8), InstanceNorm2d)
+    assert isinstance(networks.get_norm_layer('instance', instance_affine=True)(8), InstanceNorm2d)  # AlphaGAN's
     net = networks.define_G(3, 3, 4, 'set', norm='instance', n_blocks=1)
     # convs before instance norm keep their bias (official checkpoints hold one)
     assert net.encoder_img[1].bias is not None and net.encoder_seg[4].bias is not None

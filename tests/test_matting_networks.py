@@ -117,6 +117,7 @@ def test_pretrained_path_with_instance_norm_takes_affine_weights_and_drops_stati
     path, state = resnet50_file
     gen = AlphaGANGenerator(pretrained_path=path, norm="instance")
     assert isinstance(gen.encoder.bn1, torch.nn.InstanceNorm2d)
+    assert gen.encoder.bn1.affine and not gen.encoder.bn1.track_running_stats
     assert torch.equal(gen.encoder.layer4[2].bn3.weight.detach(), state["layer4.2.bn3.weight"])
     with torch.no_grad():
         assert gen.eval()(_input(1, 40, 40)).shape == (1, 1, 40, 40)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from models import networks
 from models.official_convert import (convert_official_state_dict, load_state_dict_any,
                                      official_power_iteration)
 from models.set_networks import NLayerSetDiscriminator, ResnetSetGenerator
@@ -323,3 +324,35 @@ def test_gradients_reach_mask_branches(G, D):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in branch.parameters())
     G.zero_grad()
     D.zero_grad()
+
+
+# ---------------------------------------------------------------- biases
+
+def _conv_biases(net):
+    """(name, has a bias, the layer after it) for every conv of `net` inside an nn.Sequential."""
+    out = []
+    for seq_name, seq in net.named_modules():
+        if isinstance(seq, nn.Sequential):
+            layers = list(seq.named_children())
+            for (name, conv), (_, after) in zip(layers, layers[1:] + [(None, None)]):
+                if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)):
+                    out.append((f'{seq_name}.{name}', conv.bias is not None, after))
+    return out
+
+
+@pytest.mark.parametrize('norm', ['none', 'instance', 'batch'])
+def test_a_conv_has_a_bias_unless_batch_norm_follows_it(norm):
+    """--norm none once built set-network convs with neither a bias nor a normalisation; with
+    instance norm (affine False, as the official code) convs keep the bias the official keys hold.
+    The discriminator's classifier.0 has a bias whatever the norm, as in the official layout."""
+    G = networks.define_G(3, 3, 4, 'set', norm=norm, n_blocks=1)
+    D = networks.define_D(3, 4, 'set', 3, norm)
+    for net in (G, D):
+        convs = _conv_biases(net)
+        assert len(convs) >= 8
+        for name, has_bias, after in convs:
+            expected = name == 'classifier.0' or not isinstance(after, nn.BatchNorm2d)
+            assert has_bias == expected, (norm, name)
+    assert isinstance(G.encoder_img[-1], networks.ResnetBlock)   # the one residual block of models/networks.py
+    if norm == 'instance':
+        assert 'encoder_img.1.bias' in G.state_dict() and 'feature_img.2.bias' in D.state_dict()
