@@ -75,9 +75,8 @@ class CustomDatasetDataLoader:
         from util import distributed
         self.opt = opt
         self.dataset = find_dataset_using_name(opt.dataset_mode)(opt)
-        self.world = getattr(opt, 'world_size', 1)
-        self.rank = getattr(opt, 'rank', 0)
-        seed = getattr(opt, 'seed', None)
+        self.world, self.rank = opt.world_size, opt.rank   # set by BaseOptions.parse
+        seed = opt.seed
         if seed is None:   # from the OS, not torch's generator: the global RNG streams stay untouched
             seed = distributed.broadcast_object(int.from_bytes(os.urandom(4), 'little') >> 1)
         self.seed = seed
@@ -89,9 +88,9 @@ class CustomDatasetDataLoader:
         self.dataloader = torch.utils.data.DataLoader(
             self.dataset, batch_size=opt.batch_size, shuffle=False, sampler=self.sampler,
             num_workers=int(opt.num_threads), generator=self.generator,
-            drop_last=bool(getattr(opt, 'isTrain', False) and len(self.dataset) >= opt.batch_size * self.world),
+            drop_last=bool(opt.isTrain and len(self.dataset) >= opt.batch_size * self.world),
             persistent_workers=False)
-        if getattr(opt, 'verbose', False):
+        if opt.verbose:
             print(f'dataset [{type(self.dataset).__name__}] was created ({len(self.dataset)} samples)')
 
     def set_seed(self, seed):
@@ -104,9 +103,6 @@ class CustomDatasetDataLoader:
         self.sampler.set_epoch(epoch, start_batch * self.opt.batch_size)
         # the workers' base seed is drawn from this generator when the epoch's iterator starts
         self.generator.manual_seed((self.seed + epoch) * 1000003 + self.rank)
-
-    def load_data(self):
-        return self
 
     def __len__(self):
         return min(len(self.dataset), self.opt.max_dataset_size)
