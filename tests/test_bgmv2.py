@@ -1,0 +1,138 @@
+"""BackgroundMattingV2 (``--model bgmv2``): official-checkpoint parity, patch selection, the refine
+modes, training steps of both stages."""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.bgmv2_networks import MattingBase, MattingRefine, Refiner, crop_patches, paste_patches
+
+REFINE_OUTPUTS = ('pha', 'fgr', 'pha_sm', 'fgr_sm', 'err_sm', 'ref_sm')
+
+
+@pytest.fixture(scope='module')
+def official(shared_dir):
+    """The official MattingRefine mobilenetv2 state dict and its outputs (fixture README.md)."""
+    folder = os.path.join(shared_dir, 'fixtures', 'bgmv2_official')
+    if not os.path.isdir(folder):
+        pytest.skip(f'{folder} is absent: the official BackgroundMattingV2 fixture lives in ../shared')
+    state = torch.load(os.path.join(folder, 'mattingrefine_mobilenetv2.pth'), weights_only=True)
+    case = torch.load(os.path.join(folder, 'case_mobilenetv2.pth'), weights_only=True)
+    return state, case
+
+
+@pytest.mark.parametrize('mode', ['full', 'sampling', 'thresholding'])
+def test_official_checkpoint_reproduces_every_refine_output(official, mode):
+    state, case = official
+    model = MattingRefine(**case['config']['refine_ctor'][f'refine_{mode}'])
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    with torch.no_grad():
+        outputs = model(case['inputs']['src'], case['inputs']['bgr'])
+    expected = case['outputs'][f'refine_{mode}']
+    for name, out in zip(REFINE_OUTPUTS, outputs):
+        assert out.shape == expected[name].shape, name
+        assert (out - expected[name]).abs().max().item() < 1e-5, f'{mode}: {name}'
+    assert torch.equal(outputs[-1], expected['ref_sm'])      # the same patches refined
+
+
+def test_official_base_checkpoint_reproduces_base_outputs(official):
+    state, case = official
+    model = MattingBase('mobilenetv2')
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith('refiner.')}, strict=True)
+    model.eval()
+    with torch.no_grad():
+        outputs = model(case['inputs']['src'], case['inputs']['bgr'])
+    for name, out in zip(('pha', 'fgr', 'err', 'hid'), outputs):
+        assert (out - case['outputs']['base'][name]).abs().max().item() < 1e-5, f'base: {name}'
+
+
+def test_resnet_backbones_have_the_official_layout():
+    # the official ResNetEncoder subclasses torchvision's ResNet (avgpool / fc deleted), layer4 dilated
+    model = MattingBase('resnet50')
+    keys = model.state_dict().keys()
+    assert 'backbone.conv1.weight' in keys and 'backbone.layer4.2.bn3.running_var' in keys
+    assert not any(k.startswith(('backbone.fc', 'backbone.avgpool')) for k in keys)
+    assert model.backbone.conv1.in_channels == 6
+    assert model.decoder.conv1.in_channels == 256 + 512 and model.decoder.conv4.out_channels == 37
+    assert model.backbone.layer4[0].conv2.stride == (1, 1) and model.backbone.layer4[1].conv2.dilation == (2, 2)
+
+
+def small_refine(mode, kernel_size=3, **kw):
+    torch.manual_seed(0)
+    model = MattingRefine('mobilenetv2', refine_mode=mode, refine_kernel_size=kernel_size, **kw)
+    return model.eval()
+
+
+@pytest.mark.parametrize('kernel_size', [3, 1])
+def test_full_mode_equals_sampling_every_patch(kernel_size):
+    src, bgr = torch.rand(2, 1, 3, 64, 96).unbind(0)
+    full = small_refine('full', kernel_size)
+    every = small_refine('sampling', kernel_size, refine_sample_pixels=64 * 96, refine_prevent_oversampling=False)
+    every.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        a, b = full(src, bgr), every(src, bgr)
+    assert torch.equal(b[-1], torch.ones(1, 1, 16, 24))
+    for name, x, y in zip(REFINE_OUTPUTS, a, b):
+        assert (x - y).abs().max().item() < 1e-5, name
+
+
+def coarse_inputs(h=8, w=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pha = torch.rand(1, 1, h, w, generator=g)
+    fgr = torch.randn(1, 3, h, w, generator=g) * 0.1
+    err = torch.randperm(h * w, generator=g).float().view(1, 1, h, w) / (h * w)   # distinct values
+    hid = torch.rand(1, 32, h, w, generator=g)
+    src, bgr = torch.rand(2, 1, 3, 4 * h, 4 * w, generator=g).unbind(0)
+    return src, bgr, pha, fgr, err, hid
+
+
+def test_error_map_selects_the_highest_error_patches():
+    src, bgr, pha, fgr, err, hid = coarse_inputs()
+    k = 10
+    refiner = Refiner('sampling', sample_pixels=16 * k).eval()
+    with torch.no_grad():
+        pha_out, fgr_out, ref = refiner(src, bgr, pha, fgr, err, hid)
+    top = err.flatten().topk(k).indices
+    expected = torch.zeros(err.numel())
+    expected[top] = 1
+    assert torch.equal(ref.flatten(), expected)
+    # outside the refined patches the output is the bilinear upsampling of the coarse prediction
+    up = F.interpolate(torch.cat([pha, fgr], 1), src.shape[2:], mode='bilinear', align_corners=False)
+    keep = F.interpolate(ref, scale_factor=4, mode='nearest') == 0
+    assert torch.equal(pha_out[keep], up[:, :1][keep])
+    assert not torch.equal(pha_out[~keep], up[:, :1][~keep])
+
+
+def test_thresholding_refines_where_the_error_exceeds_the_threshold():
+    src, bgr, pha, fgr, err, hid = coarse_inputs()
+    refiner = Refiner('thresholding', threshold=0.7).eval()
+    with torch.no_grad():
+        ref = refiner(src, bgr, pha, fgr, err, hid)[2]
+    assert torch.equal(ref, (err > 0.7).float())
+
+
+def test_sampling_never_asks_for_more_patches_than_exist():
+    model = small_refine('sampling', refine_sample_pixels=80_000)
+    src, bgr = torch.rand(2, 1, 3, 32, 32).unbind(0)
+    with torch.no_grad():
+        ref = model(src, bgr)[-1]
+    assert ref.shape == (1, 1, 8, 8)
+
+
+def test_patches_are_cropped_and_pasted_at_their_cells():
+    x = torch.arange(2 * 3 * 8 * 12, dtype=torch.float32).view(2, 3, 8, 12)
+    b, i, j = torch.tensor([1, 0]), torch.tensor([1, 0]), torch.tensor([2, 0])
+    patches = crop_patches(x, b, i, j, 4, 2)
+    assert patches.shape == (2, 3, 8, 8)
+    assert torch.equal(patches[0, :, 2:6, 2:6], x[1, :, 4:8, 8:12])
+    assert torch.equal(patches[1, :, :2], torch.zeros(3, 2, 8))          # zero padding at the border
+    pasted = paste_patches(x, -torch.ones(2, 3, 4, 4), b, i, j)
+    assert (pasted[1, :, 4:8, 8:12] == -1).all() and (pasted[0, :, :4, :4] == -1).all()
+    assert (pasted >= 0).sum() == x.numel() - 2 * 3 * 16
+
+
+def test_backbone_scale_above_one_half_is_refused():
+    with pytest.raises(ValueError, match='backbone_scale'):
+        MattingRefine('mobilenetv2', backbone_scale=0.6)
