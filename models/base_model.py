@@ -126,10 +126,15 @@ class BaseModel(ABC):
     def get_image_paths(self):
         return self.image_paths
 
-    def make_optimizer(self, *nets, lr=None):
+    def make_optimizer(self, *nets, lr=None, groups=None):
         """An :class:`OptimWrapper` around Adam over the parameters of ``nets`` (``--lr`` unless
-        ``lr`` is given, ``--beta1``, ``--beta2``), with ``--amp`` and ``--nan_policy``."""
-        params = [p for net in nets for p in net.parameters()]
+        ``lr`` is given, ``--beta1``, ``--beta2``), with ``--amp`` and ``--nan_policy``.
+        ``groups``: ``[(module, lr), ...]`` instead of ``nets``, one parameter group per module with
+        its own learning rate (schedulers scale each group from its own rate)."""
+        if groups is not None:
+            params = [{'params': list(module.parameters()), 'lr': group_lr} for module, group_lr in groups]
+        else:
+            params = [p for net in nets for p in net.parameters()]
         adam = torch.optim.Adam(params, lr=self.opt.lr if lr is None else lr, betas=(self.opt.beta1, self.opt.beta2))
         return OptimWrapper(adam, self.opt.amp, self.opt.nan_policy, self.device)
 
