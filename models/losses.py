@@ -7,6 +7,8 @@
   Matting", CVPR 2017 (also used by AlphaGAN, Lutz et al., BMVC 2018);
 * :func:`laplacian_loss`: Laplacian-pyramid L1 on alpha, as in later matting work (Hou & Liu,
   ICCV 2019; GCA Matting, Li & Lu, AAAI 2020; FBA Matting, Forte & Pitie, 2020).
+* :func:`background_matting_losses`: BackgroundMattingV2's (Lin et al., CVPR 2021) L1 alpha, L1 Sobel
+  alpha, L1 foreground where alpha > 0 and the error-map MSE; :func:`sobel_magnitude`.
 
 The matting losses are computed over the trimap's unknown region when a mask is given.
 """
@@ -196,3 +198,38 @@ def laplacian_loss(pred, gt, unknown=None, levels=5):
             level_loss = _masked_mean(band.abs(), mask, channels=band.shape[1])
         loss = loss + (2.0**i) * level_loss
     return loss
+
+
+def sobel_magnitude(x, eps=1e-6):
+    """Gradient magnitude ``sqrt(gx^2 + gy^2 + eps)`` of (B, C, H, W) with the 3x3 Sobel kernels
+    normalised by their absolute sum (1/8), replicate padding: kornia's ``sobel``, which
+    BackgroundMattingV2's training scripts use. Returns (B, C, H, W)."""
+    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device) / 8.0
+    kernels = torch.stack([k, k.t()]).unsqueeze(1).repeat(x.shape[1], 1, 1, 1)     # (2C, 1, 3, 3)
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernels, groups=x.shape[1])
+    gx, gy = g[:, 0::2], g[:, 1::2]
+    return torch.sqrt(gx * gx + gy * gy + eps)
+
+
+def background_matting_losses(pha, fgr, gt_pha, gt_fgr, suffix=""):
+    """BackgroundMattingV2's prediction losses at one resolution (``train_base.py``): name -> tensor.
+
+        pha<suffix>   = L1(pha, gt_pha)
+        sobel<suffix> = L1(sobel(pha), sobel(gt_pha))
+        fgr<suffix>   = L1(fgr * [gt_pha > 0], gt_fgr * [gt_pha > 0])   (mean over all pixels)
+
+    pha, gt_pha: (B, 1, H, W) in [0, 1]; fgr, gt_fgr: (B, 3, H, W) in [0, 1].
+    """
+    _check_shapes("background_matting_losses", pha, fgr=fgr, gt_pha=gt_pha, gt_fgr=gt_fgr)
+    mask = (gt_pha > 0).to(fgr.dtype)
+    return {f"pha{suffix}": F.l1_loss(pha, gt_pha),
+            f"sobel{suffix}": F.l1_loss(sobel_magnitude(pha), sobel_magnitude(gt_pha)),
+            f"fgr{suffix}": F.l1_loss(fgr * mask, gt_fgr * mask)}
+
+
+def error_map_loss(err, pha, gt_pha):
+    """MSE(err, |pha - gt_pha|) with ``pha`` detached: the error map learns to predict the alpha
+    error without pushing alpha. err, pha, gt_pha: (B, 1, H, W). (The official refine script leaves
+    the coarse alpha attached here; its base script, and this, detach it.)"""
+    _check_shapes("error_map_loss", err, pha=pha, gt_pha=gt_pha)
+    return F.mse_loss(err, (pha.detach() - gt_pha).abs())
