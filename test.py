@@ -12,7 +12,7 @@ from tqdm import tqdm
 from data import create_dataset
 from models import create_model
 from options.test_options import TestOptions
-from util.errors import UserInputError
+from util.errors import run_cli
 
 
 def test(opt):
@@ -52,12 +52,11 @@ def test(opt):
 
 
 def main(argv=None):
-    try:
+    """Exit status 0; 2 with a message on a user error (argparse's own errors exit 2 too)."""
+    def run(argv):
         test(TestOptions(argv).parse())
-    except UserInputError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    return 0
+        return 0
+    return run_cli(run, argv)
 
 
 if __name__ == '__main__':

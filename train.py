@@ -168,19 +168,17 @@ def train(opt):
 
 
 def main(argv=None):
+    """Exit status 0; 2 with a message on a user error (argparse's own errors exit 2 too); 3 when
+    a loss is not finite (``--nan_policy stop``)."""
+    from util.errors import run_cli
+
+    def run(argv):
+        train(distributed.init_distributed(TrainOptions(argv).parse()))
+        return 0
     try:
-        opt = TrainOptions(argv).parse()
-        opt = distributed.init_distributed(opt)
-        train(opt)
-    except UserInputError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    except NonFiniteLoss as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 3
+        return run_cli(run, argv, exit_codes={NonFiniteLoss: 3})
     finally:
         distributed.cleanup()
-    return 0
 
 
 if __name__ == '__main__':

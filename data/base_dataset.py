@@ -71,6 +71,15 @@ class BaseDataset(data.Dataset, ABC):
     """
 
     value_range = None  # each mode sets (low, high); see the class docstring
+    #: The built-in set (datasets/builtin.py) in this mode's layout, read when ``--dataroot`` is not
+    #: given: 'shapes', 'matting', or None (the mode then needs ``--dataroot``).
+    builtin_data = None
+
+    @classmethod
+    def builtin_dataroot(cls, path, opt):
+        """The ``--dataroot`` to read in the built-in set made at ``path``: the set's folder itself."""
+        return path
+
     def __init__(self, opt):
         if self.value_range is None:
             raise TypeError(f'{type(self).__name__} must declare value_range (see BaseDataset)')

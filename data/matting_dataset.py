@@ -160,6 +160,7 @@ class MattingDataset(BaseDataset):
     ``'has_alpha'`` (bool), ``'path'`` (merged file), ``'name'`` (its stem).
     """
 
+    builtin_data = 'matting'
     value_range = (0.0, 1.0)
 
     @staticmethod

@@ -1,4 +1,6 @@
 """CycleGAN's single-domain dataset, for one-directional test runs."""
+import os
+
 from data.base_dataset import BaseDataset, apply_transform, domain_channels, get_params, match_channels
 from data.image_folder import make_dataset, open_image
 
@@ -10,7 +12,13 @@ class SingleDataset(BaseDataset):
     ``--direction BtoA``). Length: the number of images (at most ``--max_dataset_size``).
     """
 
+    builtin_data = 'shapes'
     value_range = (-1.0, 1.0)
+
+    @classmethod
+    def builtin_dataroot(cls, path, opt):
+        """One domain's folder of the shapes set: ``<phase>A`` (``<phase>B`` for ``--direction BtoA``)."""
+        return os.path.join(path, opt.phase + ('B' if opt.direction == 'BtoA' else 'A'))
 
     def __init__(self, opt):
         super().__init__(opt)

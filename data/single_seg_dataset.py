@@ -20,6 +20,7 @@ class SingleSegDataset(BaseDataset):
     (A: input_nc, B: output_nc; swapped for BtoA), S = --max_instances.
     """
 
+    builtin_data = 'shapes'
     value_range = (-1.0, 1.0)
 
     @staticmethod

@@ -14,6 +14,7 @@ class UnalignedDataset(BaseDataset):
     nc_A, nc_B = input_nc, output_nc (swapped for ``--direction BtoA``). Length: max(len(A), len(B)).
     """
 
+    builtin_data = 'shapes'
     value_range = (-1.0, 1.0)
 
     def __init__(self, opt):

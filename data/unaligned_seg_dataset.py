@@ -211,6 +211,7 @@ class UnalignedSegDataset(BaseDataset):
     (``i % len(B)`` with ``--serial_batches``). Length: max(len(A), len(B)).
     """
 
+    builtin_data = 'shapes'
     value_range = (-1.0, 1.0)
 
     @staticmethod

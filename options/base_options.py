@@ -38,21 +38,23 @@ class _StoreConst(argparse.Action):
         setattr(namespace, self.target, self.value)
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with choices listed on unknown values, exit status 2 on errors (argparse's own)."""
-
-
 class BaseOptions:
     """Parse, complete and save options. ``parse()`` returns an ``argparse.Namespace``."""
 
     isTrain = False
+    #: options that must be >= 1, and >= 0 (None is allowed); subclasses add their own
+    positive = ('batch_size', 'load_size', 'crop_size', 'load_size_h', 'load_size_w', 'crop_size_h',
+                'crop_size_w', 'max_dataset_size', 'display_winsize', 'input_nc', 'output_nc', 'ngf', 'ndf')
+    non_negative = ('num_threads', 'load_iter', 'n_layers_D')
 
     def __init__(self, argv=None):
         self.argv = list(sys.argv[1:] if argv is None else argv)
 
     def initialize(self, parser):
         g = parser.add_argument_group('basic')
-        g.add_argument('--dataroot', help='path to the data (layout depends on --dataset_mode)')
+        g.add_argument('--dataroot', help='path to the data (layout depends on --dataset_mode). Default: the '
+                                          "built-in set of the dataset mode's layout (datasets/builtin.py: shapes "
+                                          'for the translation modes, matting_synth for matting), made on first use')
         g.add_argument('--name', default='experiment_name', help='run name: checkpoints and results go under it')
         g.add_argument('--gpu_ids', default=None,
                        help='e.g. 0 or 0,1; -1 for CPU. Default: the first GPU when one exists, else CPU')
@@ -64,9 +66,11 @@ class BaseOptions:
         g.add_argument('--output_nc', type=int, default=3, help='output image channels')
         g.add_argument('--ngf', type=int, default=64, help='generator filters in the first conv layer')
         g.add_argument('--ndf', type=int, default=64, help='discriminator filters in the first conv layer')
-        g.add_argument('--netD', default='basic', help='basic | n_layers | pixel | set')
+        g.add_argument('--netD', default='basic', choices=['basic', 'n_layers', 'pixel', 'set'],
+                       help='discriminator architecture (models/networks.py define_D)')
         g.add_argument('--netG', default='resnet_9blocks',
-                       help='resnet_9blocks | resnet_6blocks | unet_128 | unet_256 | set | alphagan')
+                       choices=['resnet_9blocks', 'resnet_6blocks', 'unet_128', 'unet_256', 'set', 'alphagan'],
+                       help='generator architecture (models/networks.py define_G)')
         g.add_argument('--n_layers_D', type=int, default=3, help='layers of the n_layers / set discriminator')
         g.add_argument('--norm', default='instance', choices=['instance', 'batch', 'sync_batch', 'none'],
                        help='normalisation layer')
@@ -129,8 +133,10 @@ class BaseOptions:
     # ------------------------------------------------------------------ parsing
     def gather_options(self):
         """Base options, then the model's and the dataset mode's hooks, then parse."""
-        # --help only once every hook has added its options, so that it lists them all
-        parser = ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=False)
+        # --help only once every hook has added its options, so that it lists them all; a short usage
+        # line, so that an error message is not buried under the ~50 lines of every option
+        parser = argparse.ArgumentParser(usage='%(prog)s [--model NAME] [--dataroot PATH] [options] (--help lists all)',
+                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=False)
         parser = self.initialize(parser)
         opt, _ = parser.parse_known_args(self.argv)
         model_option_setter = models.get_option_setter(opt.model, parser)
@@ -152,7 +158,7 @@ class BaseOptions:
             lines.append(f'{k:>25}: {str(v):<30}{comment}')
         lines.append('----------------- End -------------------')
         message = '\n'.join(lines)
-        if getattr(opt, 'rank', 0) == 0:
+        if opt.rank == 0:
             if opt.verbose:
                 print(message)
             if save:
@@ -161,6 +167,32 @@ class BaseOptions:
                 file_name = os.path.join(expr_dir, f'{opt.phase}_opt.txt' if not self.isTrain else 'train_opt.txt')
                 atomic_write(file_name, lambda f: f.write(message + '\n'), mode='w')
         return message
+
+    def check_values(self, opt):
+        """An argparse error (exit status 2) for a value out of its range, or not among its choices
+        (argparse checks choices only on the option itself, not on a legacy alias that sets it)."""
+        for names, low in ((self.positive, 1), (self.non_negative, 0)):
+            for name in names:
+                value = getattr(opt, name)
+                if value is not None and value < low:
+                    self.parser.error(f'--{name} must be >= {low}, got {value}')
+        for action in self.parser._actions:
+            value = getattr(opt, action.dest, None)
+            if action.choices is not None and value is not None and value not in action.choices:
+                self.parser.error(f'--{action.dest} {value!r}: choose one of {", ".join(map(str, action.choices))}')
+
+    def resolve_dataroot(self, opt):
+        """``--dataroot``, or without it the built-in set that the dataset mode declares
+        (``BaseDataset.builtin_data``), made on first use with one line saying so."""
+        if opt.dataroot is not None:
+            return opt.dataroot
+        from datasets.builtin import ensure_builtin
+        dataset = data.find_dataset_using_name(opt.dataset_mode)
+        if dataset.builtin_data is None:
+            self.parser.error(f'--dataroot is required: no built-in set has the layout of --dataset_mode '
+                              f'{opt.dataset_mode}')
+        path = ensure_builtin(dataset.builtin_data, reason='--dataroot not given', echo=opt.rank == 0)
+        return dataset.builtin_dataroot(path, opt)
 
     def parse(self, save=True):
         opt = self.gather_options()
@@ -172,23 +204,40 @@ class BaseOptions:
         opt.load_size_w = opt.load_size_w or opt.load_size
         opt.crop_size_h = opt.crop_size_h or opt.crop_size
         opt.crop_size_w = opt.crop_size_w or opt.crop_size
-        if opt.suffix:
-            opt.name = opt.name + '_' + opt.suffix.format(**vars(opt))
-        opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
-        opt.device = f'cuda:{opt.gpu_ids[0]}' if opt.gpu_ids else 'cpu'
+        self.check_values(opt)
         opt.rank = int(os.environ.get('RANK', 0))
         opt.world_size = int(os.environ.get('WORLD_SIZE', 1))
+        try:
+            opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
+        except ValueError as e:
+            self.parser.error(str(e))
+        opt.device = f'cuda:{opt.gpu_ids[0]}' if opt.gpu_ids else 'cpu'
+        opt.dataroot = self.resolve_dataroot(opt)
+        if opt.suffix:
+            try:
+                opt.name = opt.name + '_' + opt.suffix.format(**vars(opt))
+            except (KeyError, IndexError, ValueError) as e:
+                self.parser.error(f'--suffix {opt.suffix!r}: {e!r}; use option names in braces, e.g. '
+                                  '{model}_{netG}_size{load_size}')
         self.print_options(opt, save=save)
         self.opt = opt
         return opt
 
 
 def parse_gpu_ids(value):
-    """'0,1' -> [0, 1]; '-1' -> [] (CPU); None -> [0] when CUDA is available, else []."""
+    """'0,1' -> [0, 1]; '-1' -> [] (CPU); None -> [0] when CUDA is available, else [].
+    Raises ValueError (with the message for the user) on anything else, or GPUs that are not there."""
     if value is None:
         return [0] if torch.cuda.is_available() else []
-    ids = [int(s) for s in str(value).split(',') if s.strip() != '']
+    try:
+        ids = [int(s) for s in str(value).split(',') if s.strip() != '']
+    except ValueError:
+        raise ValueError(f'--gpu_ids {value}: expected GPU numbers separated by commas (e.g. 0 or 0,1), '
+                         'or -1 for CPU') from None
     ids = [i for i in ids if i >= 0]
     if ids and not torch.cuda.is_available():
-        raise SystemExit(f'--gpu_ids {value}: no CUDA device is available here; use --gpu_ids -1 for CPU')
+        raise ValueError(f'--gpu_ids {value}: no CUDA device is available here; use --gpu_ids -1 for CPU')
+    if ids and max(ids) >= torch.cuda.device_count():
+        raise ValueError(f'--gpu_ids {value}: this machine has {torch.cuda.device_count()} CUDA device(s), '
+                         f'numbered from 0')
     return ids

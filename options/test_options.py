@@ -5,6 +5,7 @@ from .base_options import BaseOptions
 class TestOptions(BaseOptions):
     __test__ = False  # not a pytest test class
     isTrain = False
+    non_negative = BaseOptions.non_negative + ('num_test', 'results_per_page')
 
     def initialize(self, parser):
         parser = super().initialize(parser)

@@ -4,6 +4,8 @@ from .base_options import BaseOptions, _StoreConst, _Alias
 
 class TrainOptions(BaseOptions):
     isTrain = True
+    positive = BaseOptions.positive + ('epoch_count', 'lr_decay_iters')
+    non_negative = BaseOptions.non_negative + ('n_epochs', 'n_epochs_decay', 'pool_size', 'max_iters_per_epoch')
 
     def initialize(self, parser):
         parser = super().initialize(parser)

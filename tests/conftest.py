@@ -20,6 +20,15 @@ MHP_SAMPLES = os.path.join(ROOT, 'datasets', 'samples', 'pants2skirt_mhp')  # 5 
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope='session', autouse=True)
+def builtin_sets_outside_the_repository(tmp_path_factory):
+    """Built-in sets (datasets/builtin.py, used without --dataroot) go to a temporary folder."""
+    from datasets.builtin import ENV
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV, str(tmp_path_factory.mktemp('builtin_sets')))
+        yield
+
+
 @pytest.fixture(scope='session')
 def shapes_root(tmp_path_factory):
     """A tiny built-in shapes dataset (official InstaGAN layout), 32 px."""
