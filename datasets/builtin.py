@@ -4,7 +4,8 @@
   20 test images per domain, 64 px, seed 0) in ``<root>/shapes``, InstaGAN's layout
   (``{train,test}{A,B}`` and their ``_seg`` mask folders): for the translation dataset modes.
 - ``'matting'``: ``datasets/make_matting_dataset.py`` with its defaults, as ``make demo-matting``
-  makes it, in ``<root>/matting_synth``: ``train/{fg,alpha,bg}`` and ``test/{merged,trimaps,alpha}``.
+  makes it, in ``<root>/matting_synth``: ``train/{fg,alpha,bg}`` and ``test/{merged,trimaps,alpha,bgr}``
+  (``bgr``: background plates, for ``--dataset_mode background_matting``).
 
 ``<root>`` is the repository's ``datasets/`` folder (both sets are in .gitignore), or the folder
 named by the environment variable ``INSTAGAN_BUILTIN_DIR`` (the tests point it at a temporary one).
@@ -33,7 +34,7 @@ SETS = {
     'shapes': ('shapes', [f'{s}{d}{seg}' for s in ('train', 'test') for d in 'AB' for seg in ('', '_seg')],
                _make_shapes),
     'matting': ('matting_synth', ['train/fg', 'train/alpha', 'train/bg', 'test/merged', 'test/trimaps',
-                                  'test/alpha'], _make_matting),
+                                  'test/alpha', 'test/bgr'], _make_matting),
 }
 
 

@@ -7,6 +7,9 @@
     <out>/test/trimaps/test_XXXX.png trimaps (0 / 128 / 255) by random dilation of the alpha
     <out>/test/alpha/test_XXXX.png  ground truth
     <out>/test/fg, <out>/test/bg    the parts of each test composite
+    <out>/test/bgr/test_XXXX.png    a background plate of each (bg as a second photo would show it: shifted
+                                    by up to 1/4 px, exposure +-2 %, sensor noise), for --dataset_mode
+                                    background_matting (BackgroundMattingV2)
 
 Each matte has an opaque body with a soft edge, thin hair-like strands (drawn antialiased at 4x
 and area-averaged: sub-pixel width, fractional alpha), and semi-transparent areas (a veil of
@@ -131,6 +134,19 @@ def alpha_matte(rng, h, w):
     return np.round((1.0 - transparency) * 255).astype(np.uint8)
 
 
+def background_plate(rng, bg_u8):
+    """A uint8 photo of the background ``bg_u8`` without the subject, as a second shot would give it:
+    shifted by up to 1/4 px (bilinear, edges replicated), exposure scaled by 0.98-1.02, Gaussian
+    noise of sigma 1/255. Its own generator, so the other files keep their bytes."""
+    dy, dx = rng.uniform(-0.25, 0.25, 2)
+    shift = np.float32([[1, 0, dx], [0, 1, dy]])
+    h, w = bg_u8.shape[:2]
+    plate = cv2.warpAffine(bg_u8.astype(np.float32), shift, (w, h), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+    plate = plate * rng.uniform(0.98, 1.02) + rng.normal(0, 1.0, plate.shape)
+    return np.round(np.clip(plate, 0, 255)).astype(np.uint8)
+
+
 def _u8_rgb_to_bgr(img):
     return cv2.cvtColor(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
 
@@ -168,7 +184,7 @@ def _build(root, n_train, n_test, n_bg, size, seed):
         trimap = make_trimap(alpha, rng, 'dilate', (3, 3), (2, 6))
         name = f'test_{i:04d}.png'
         for sub, img in (('merged', merged), ('trimaps', trimap), ('alpha', alpha),
-                         ('fg', fg_u8), ('bg', bg_u8)):
+                         ('fg', fg_u8), ('bg', bg_u8), ('bgr', background_plate(_rng(seed, 3, i), bg_u8))):
             _write(os.path.join(root, 'test', sub, name), img)
 
 
@@ -203,7 +219,7 @@ def main(argv=None):
     except UserInputError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    print(f'wrote {out}/train (fg, alpha, bg) and {out}/test (merged, trimaps, alpha, fg, bg)')
+    print(f'wrote {out}/train (fg, alpha, bg) and {out}/test (merged, trimaps, alpha, fg, bg, bgr)')
     return 0
 
 
