@@ -136,3 +136,103 @@ def test_patches_are_cropped_and_pasted_at_their_cells():
 def test_backbone_scale_above_one_half_is_refused():
     with pytest.raises(ValueError, match='backbone_scale'):
         MattingRefine('mobilenetv2', backbone_scale=0.6)
+
+
+# ---------------------------------------------------------------------------- the model, training
+from data import create_dataset  # noqa: E402
+from datasets.make_matting_dataset import make_matting_dataset  # noqa: E402
+from models import create_model  # noqa: E402
+from models.bgmv2_model import STAGE_LRS  # noqa: E402
+from models.losses import error_map_loss  # noqa: E402
+from options.train_options import TrainOptions  # noqa: E402
+from util.errors import UserInputError  # noqa: E402
+
+TINY = ['--model', 'bgmv2', '--batch_size', '2', '--gpu_ids', '-1', '--num_threads', '0', '--seed', '0']
+
+
+@pytest.fixture(scope='module')
+def synth(tmp_path_factory):
+    out = tmp_path_factory.mktemp('bgm_synth')
+    return make_matting_dataset(str(out), n_train=2, n_test=2, n_bg=2, size=48, seed=0)
+
+
+def train_model(root, ck, *extra):
+    opt = TrainOptions(['--dataroot', root, '--checkpoints_dir', str(ck), '--name', 'bgm', *TINY, *extra]).parse()
+    model = create_model(opt)
+    model.setup(opt)
+    return model, opt
+
+
+def step(model, opt):
+    torch.manual_seed(0)
+    batch = next(iter(create_dataset(opt)))
+    before = {k: v.detach().clone() for k, v in model.netG.state_dict().items()}
+    model.set_input(batch)
+    model.optimize_parameters()
+    return before
+
+
+def changed(before, net, prefix):
+    return any(not torch.equal(before[k], v) for k, v in net.state_dict().items()
+               if k.startswith(prefix) and v.is_floating_point() and 'running' not in k)
+
+
+@pytest.fixture(scope='module')
+def base_stage(synth, tmp_path_factory):
+    ck = tmp_path_factory.mktemp('ck_base')
+    model, opt = train_model(synth, ck, '--bgmv2_stage', 'base', '--crop_size', '64')
+    before = step(model, opt)
+    path = os.path.join(str(ck), 'stage1.pth')
+    torch.save(model.netG.state_dict(), path)
+    return model, before, path
+
+
+def test_base_stage_step_gives_finite_losses_and_changes_every_part(base_stage):
+    model, before, _ = base_stage
+    losses = model.get_current_losses()
+    assert set(losses) == {'pha', 'sobel', 'fgr', 'err'} == set(model.loss_names)
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    for part in ('backbone.', 'aspp.', 'decoder.'):
+        assert changed(before, model.netG, part), part
+    assert type(model.netG).__name__ == 'MattingBase'
+    assert 32 <= model.src.shape[-1] < 64 and model.src.shape == (2, 3) + model.src.shape[2:]   # batch crop
+
+
+def test_base_stage_optimiser_has_the_official_learning_rates(base_stage):
+    model = base_stage[0]
+    groups = model.opt_G.param_groups
+    assert [g['lr'] for g in groups] == list(STAGE_LRS['base'].values()) == [1e-4, 5e-4, 5e-4]
+    assert [len(g['params']) for g in groups] == [len(list(getattr(model.netG, p).parameters()))
+                                                  for p in ('backbone', 'aspp', 'decoder')]
+    assert groups[0]['betas'] == (0.9, 0.999)
+
+
+def test_refine_stage_starts_from_the_stage1_checkpoint_and_trains_every_part(synth, base_stage, tmp_path):
+    _, _, stage1 = base_stage
+    model, opt = train_model(synth, tmp_path, '--bgmv2_stage', 'refine', '--crop_size', '128',
+                             '--base_checkpoint', stage1)
+    saved = torch.load(stage1, weights_only=True)
+    own = model.netG.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in saved.items())
+    assert [g['lr'] for g in model.opt_G.param_groups] == [5e-5, 5e-5, 1e-4, 3e-4]
+    before = step(model, opt)
+    losses = model.get_current_losses()
+    assert set(losses) == {'pha', 'sobel', 'fgr', 'pha_sm', 'sobel_sm', 'fgr_sm', 'err'}
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    for part in ('backbone.', 'aspp.', 'decoder.', 'refiner.'):
+        assert changed(before, model.netG, part), part
+    h, w = model.src.shape[2:]
+    assert h % 4 == 0 and w % 4 == 0 and 64 <= h < 128
+
+
+def test_base_checkpoint_of_another_backbone_is_refused(synth, base_stage, tmp_path):
+    with pytest.raises(UserInputError, match='does not fit'):
+        train_model(synth, tmp_path, '--bgmv2_stage', 'refine', '--backbone', 'resnet50', '--base_checkpoint',
+                    base_stage[2])
+
+
+def test_error_target_does_not_push_alpha():
+    pha = torch.rand(1, 1, 8, 8, requires_grad=True)
+    err = torch.rand(1, 1, 8, 8, requires_grad=True)
+    error_map_loss(err, pha, torch.rand(1, 1, 8, 8)).backward()
+    assert pha.grad is None and err.grad.abs().sum() > 0
