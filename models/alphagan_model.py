@@ -7,44 +7,14 @@ training layout of ``--dataset_mode matting``; ``python test.py --model alphagan
 --name alphagan`` predicts full-resolution mattes for the test layout and, when the ground truth
 is there, adds a table of SAD / MSE / Grad / Conn to the HTML page.
 """
-import os
-
-import numpy as np
 import torch
 
 from models import networks
-from models.base_model import BaseModel
 from models.losses import alpha_prediction_loss, composition_loss, discriminator_loss, laplacian_loss
-from models.matting_networks import IMAGENET_MEAN, IMAGENET_STD
+from models.matting_base import (METRIC_NAMES, METRICS_TITLE, MattingModel, composite,  # noqa: F401 (re-exported)
+                                 fill_known, unknown_region)
 from util.errors import UserInputError
 from util.image_pool import ImagePool
-from util.metrics import evaluate_matte
-from util.util import tensor2im
-
-METRIC_NAMES = ('SAD', 'MSE', 'Grad', 'Conn')
-METRICS_TITLE = 'Matting metrics (unknown region of the trimap)'
-# Plain background of the 'composite' visual (RGB in [0, 1]): a chroma-key green.
-PLAIN_BACKGROUND = (0.0, 0.7, 0.25)
-
-
-def unknown_region(trimap):
-    """(B, 1, H, W) trimap in {0, 0.5, 1} -> (B, 1, H, W) bool, True where the trimap is 0.5."""
-    return (trimap > 0.25) & (trimap < 0.75)
-
-
-def fill_known(alpha, trimap):
-    """Copy the trimap's known pixels into ``alpha``: 0 where the trimap is 0, 1 where it is 1.
-
-    alpha: (B, 1, H, W) in [0, 1]; trimap: (B, 1, H, W) in {0, 0.5, 1}. Returns (B, 1, H, W) in
-    [0, 1], equal to ``alpha`` in the unknown region (where gradients flow) and to the trimap elsewhere.
-    """
-    known = (trimap > 0.5).to(alpha.dtype)
-    return torch.where(unknown_region(trimap), alpha, known)
-
-
-def composite(alpha, fg, bg):
-    """The matting equation ``alpha * F + (1 - alpha) * B``: (B, 1, H, W), (B, 3, H, W) x 2 -> (B, 3, H, W)."""
-    return alpha * fg + (1.0 - alpha) * bg
 
 
 def discriminator_input(image, trimap):
@@ -53,20 +23,7 @@ def discriminator_input(image, trimap):
     return torch.cat([image, trimap], dim=1) * 2.0 - 1.0
 
 
-def _to_255(t):
-    """(H, W) tensor in [0, 1] -> float64 array on the 0-255 scale, rounded to 3 decimals (so an 8-bit
-    matte read as k / 255 in float32 gives back exactly k)."""
-    return np.round(t.detach().double().cpu().numpy() * 255.0, 3)
-
-
-def _trimap_to_255(t):
-    """(H, W) trimap tensor in {0, 0.5, 1} -> uint8 array in {0, 128, 255}."""
-    t = t.detach().cpu()
-    out = torch.where(unknown_region(t), 128, torch.where(t > 0.5, 255, 0))
-    return out.to(torch.uint8).numpy()
-
-
-class AlphaGANModel(BaseModel):
+class AlphaGANModel(MattingModel):
     """AlphaGAN matting.
 
     Inputs per batch (``--dataset_mode matting``): 'image' (B, 3, H, W) RGB in [0, 1], 'trimap'
@@ -147,10 +104,6 @@ class AlphaGANModel(BaseModel):
         self.netG = networks.define_G(4, 1, opt.ngf, 'alphagan', opt.norm, False, opt.init_type, opt.init_gain,
                                       self.device, pretrained=fresh and opt.pretrained,
                                       pretrained_path=opt.pretrained_path if fresh else None)
-        self.register_normalisation()
-        self.metrics = {}        # image name -> {'SAD', 'MSE', 'Grad', 'Conn'} (test time, with ground truth)
-        self.gt_alpha = None
-        self.fg = self.bg = None
         if self.isTrain:
             self.loss_names = ['G_GAN', 'alpha', 'comp'] + (['lap'] if opt.lambda_lap > 0 else []) + ['D']
             self.netD = networks.define_D(4, opt.ndf, opt.netD, opt.n_layers_D, opt.norm, opt.init_type,
@@ -161,35 +114,10 @@ class AlphaGANModel(BaseModel):
             self.opt_D = self.make_optimizer(self.netD)
             self.optimizers = [self.opt_G, self.opt_D]
 
-    def register_normalisation(self):
-        """ImageNet statistics (1, 3, 1, 1) and the plain background (1, 3, 1, 1) on the device."""
-        self.rgb_mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        self.rgb_std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
-        self.plain_bg = torch.tensor(PLAIN_BACKGROUND, device=self.device).view(1, 3, 1, 1)
-
-    # ------------------------------------------------------------------ input
-    def set_input(self, input):
-        """Unpack a matting batch (see the class docstring); 'fg' / 'bg' / 'alpha' are required to train."""
-        self.image = input['image'].to(self.device)
-        self.trimap = input['trimap'].to(self.device)
-        self.gt_alpha = input['alpha'].to(self.device) if 'alpha' in input else None
-        self.fg = input['fg'].to(self.device) if 'fg' in input else None
-        self.bg = input['bg'].to(self.device) if 'bg' in input else None
-        paths = input['path']
-        self.image_paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
-        names = input.get('name', None)
-        if names is None:
-            names = [os.path.splitext(os.path.basename(p))[0] for p in self.image_paths]
-        self.image_names = list(names) if isinstance(names, (list, tuple)) else [names]
-        if self.isTrain and (self.fg is None or self.bg is None or self.gt_alpha is None):
-            raise UserInputError('--model alphagan trains on the training layout of --dataset_mode matting '
-                                 '(<dataroot>/train/fg, alpha, bg): the batch has no fg / bg / alpha. '
-                                 'Check --dataroot and --phase train.')
-
     # ------------------------------------------------------------------ forward
     def generator_input(self):
         """(B, 4, H, W): RGB normalised with ImageNet statistics, then the trimap in {0, 0.5, 1}."""
-        return torch.cat([(self.image - self.rgb_mean) / self.rgb_std, self.trimap], dim=1)
+        return torch.cat([self.normalised_rgb(), self.trimap], dim=1)
 
     def forward(self):
         """G on the batch: ``pred_alpha`` (raw output, float32) and everything derived from it (``derive``)."""
@@ -248,32 +176,4 @@ class AlphaGANModel(BaseModel):
         """Full-resolution inference (G pads to a multiple of 32 and crops back), known trimap regions
         copied into ``alpha``; with ground truth, score every image of the batch (``self.metrics``)."""
         super().test()
-        if self.gt_alpha is not None:
-            for i, name in enumerate(self.image_names):
-                self.metrics[name] = self.score(i)
-
-    def score(self, i):
-        """SAD / MSE / Grad / Conn of sample ``i`` (:func:`util.metrics.evaluate_matte`).
-
-        The prediction is quantised exactly as test.py saves ``<name>_alpha.png`` (``tensor2im``:
-        8 bits, round half up), because the official evaluation reads the saved PNGs: scoring the
-        saved files with ``scripts/eval_matting.py`` gives the same numbers.
-        """
-        pred = tensor2im(self.alpha[i], (0.0, 1.0))[..., 0]
-        gt = _to_255(self.gt_alpha[i, 0])
-        trimap = _trimap_to_255(self.trimap[i, 0])
-        return evaluate_matte(pred, gt, trimap, copy_known=True)
-
-    def test_tables(self):
-        """[(title, rows)] for test.py's page: one row per scored image and a 'mean' row; [] when no
-        image had ground truth."""
-        if not self.metrics:
-            return []
-        rows = [{'image': name, **{k: m[k] for k in METRIC_NAMES}} for name, m in self.metrics.items()]
-        mean = {'image': 'mean', **{k: float(np.mean([m[k] for m in self.metrics.values()])) for k in METRIC_NAMES}}
-        return [(METRICS_TITLE, rows + [mean])]
-
-    def report_options(self):
-        """Extra header lines of the test page."""
-        return {'alpha': 'known trimap regions copied; metrics on the saved 8-bit mattes',
-                'units': 'SAD, Grad, Conn / 1000; MSE mean over unknown pixels'}
+        self.score_batch()

@@ -1,0 +1,133 @@
+"""What trimap-based matting models share (AlphaGAN, Deep Image Matting): the batch they take, the
+ImageNet-normalised network input, the trimap's known regions, and the test page's metrics.
+
+:class:`MattingModel` is a :class:`BaseModel` with ``set_input`` for ``--dataset_mode matting``,
+``score`` / ``test_tables`` / ``report_options`` (SAD / MSE / Grad / Conn on the saved 8-bit mattes)
+and the ImageNet statistics on the device. A subclass sets ``self.alpha`` (the prediction with the
+known regions copied) in ``forward`` and fills ``self.metrics`` in ``test`` by calling ``score``.
+"""
+import os
+
+import numpy as np
+import torch
+
+from models.base_model import BaseModel
+from models.matting_networks import IMAGENET_MEAN, IMAGENET_STD
+from util.errors import UserInputError
+from util.metrics import evaluate_matte
+from util.util import tensor2im
+
+METRIC_NAMES = ('SAD', 'MSE', 'Grad', 'Conn')
+METRICS_TITLE = 'Matting metrics (unknown region of the trimap)'
+# Plain background of the 'composite' visual (RGB in [0, 1]): a chroma-key green.
+PLAIN_BACKGROUND = (0.0, 0.7, 0.25)
+
+
+def unknown_region(trimap):
+    """(B, 1, H, W) trimap in {0, 0.5, 1} -> (B, 1, H, W) bool, True where the trimap is 0.5."""
+    return (trimap > 0.25) & (trimap < 0.75)
+
+
+def fill_known(alpha, trimap):
+    """Copy the trimap's known pixels into ``alpha``: 0 where the trimap is 0, 1 where it is 1.
+
+    alpha: (B, 1, H, W) in [0, 1]; trimap: (B, 1, H, W) in {0, 0.5, 1}. Returns (B, 1, H, W) in
+    [0, 1], equal to ``alpha`` in the unknown region (where gradients flow) and to the trimap elsewhere.
+    """
+    known = (trimap > 0.5).to(alpha.dtype)
+    return torch.where(unknown_region(trimap), alpha, known)
+
+
+def composite(alpha, fg, bg):
+    """The matting equation ``alpha * F + (1 - alpha) * B``: (B, 1, H, W), (B, 3, H, W) x 2 -> (B, 3, H, W)."""
+    return alpha * fg + (1.0 - alpha) * bg
+
+
+def _to_255(t):
+    """(H, W) tensor in [0, 1] -> float64 array on the 0-255 scale, rounded to 3 decimals (so an 8-bit
+    matte read as k / 255 in float32 gives back exactly k)."""
+    return np.round(t.detach().double().cpu().numpy() * 255.0, 3)
+
+
+def trimap_to_255(t):
+    """(H, W) trimap tensor in {0, 0.5, 1} -> uint8 array in {0, 128, 255}."""
+    t = t.detach().cpu()
+    out = torch.where(unknown_region(t), 128, torch.where(t > 0.5, 255, 0))
+    return out.to(torch.uint8).numpy()
+
+
+class MattingModel(BaseModel):
+    """Base of the trimap-based matting models.
+
+    Inputs per batch (``--dataset_mode matting``): 'image' (B, 3, H, W) RGB in [0, 1], 'trimap'
+    (B, 1, H, W) in {0, 0.5, 1}; for training also 'fg', 'bg' (B, 3, H, W) in [0, 1] and 'alpha'
+    (B, 1, H, W) in [0, 1] with ``image = alpha * fg + (1 - alpha) * bg``; at test time 'alpha' is
+    optional (ground truth for the metrics).
+    """
+
+    visual_value_range = (0.0, 1.0)
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.rgb_mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.rgb_std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self.plain_bg = torch.tensor(PLAIN_BACKGROUND, device=self.device).view(1, 3, 1, 1)
+        self.metrics = {}        # image name -> {'SAD', 'MSE', 'Grad', 'Conn'} (test time, with ground truth)
+        self.gt_alpha = None
+        self.fg = self.bg = None
+
+    # ------------------------------------------------------------------ input
+    def set_input(self, input):
+        """Unpack a matting batch (see the class docstring); 'fg' / 'bg' / 'alpha' are required to train."""
+        self.image = input['image'].to(self.device)
+        self.trimap = input['trimap'].to(self.device)
+        self.gt_alpha = input['alpha'].to(self.device) if 'alpha' in input else None
+        self.fg = input['fg'].to(self.device) if 'fg' in input else None
+        self.bg = input['bg'].to(self.device) if 'bg' in input else None
+        paths = input['path']
+        self.image_paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
+        names = input.get('name', None)
+        if names is None:
+            names = [os.path.splitext(os.path.basename(p))[0] for p in self.image_paths]
+        self.image_names = list(names) if isinstance(names, (list, tuple)) else [names]
+        if self.isTrain and (self.fg is None or self.bg is None or self.gt_alpha is None):
+            raise UserInputError(f'--model {self.opt.model} trains on the training layout of --dataset_mode matting '
+                                 '(<dataroot>/train/fg, alpha, bg): the batch has no fg / bg / alpha. '
+                                 'Check --dataroot and --phase train.')
+
+    def normalised_rgb(self, image=None):
+        """(B, 3, H, W): ``image`` (default the batch's) in [0, 1] normalised with ImageNet statistics."""
+        return ((self.image if image is None else image) - self.rgb_mean) / self.rgb_std
+
+    # ------------------------------------------------------------------ test page
+    def score(self, i):
+        """SAD / MSE / Grad / Conn of sample ``i`` (:func:`util.metrics.evaluate_matte`).
+
+        The prediction is quantised exactly as test.py saves ``<name>_alpha.png`` (``tensor2im``:
+        8 bits, round half up), because the official evaluation reads the saved PNGs: scoring the
+        saved files with ``scripts/eval_matting.py`` gives the same numbers.
+        """
+        pred = tensor2im(self.alpha[i], (0.0, 1.0))[..., 0]
+        gt = _to_255(self.gt_alpha[i, 0])
+        trimap = trimap_to_255(self.trimap[i, 0])
+        return evaluate_matte(pred, gt, trimap, copy_known=True)
+
+    def score_batch(self):
+        """With ground truth, score every image of the batch into ``self.metrics``."""
+        if self.gt_alpha is not None:
+            for i, name in enumerate(self.image_names):
+                self.metrics[name] = self.score(i)
+
+    def test_tables(self):
+        """[(title, rows)] for test.py's page: one row per scored image and a 'mean' row; [] when no
+        image had ground truth."""
+        if not self.metrics:
+            return []
+        rows = [{'image': name, **{k: m[k] for k in METRIC_NAMES}} for name, m in self.metrics.items()]
+        mean = {'image': 'mean', **{k: float(np.mean([m[k] for m in self.metrics.values()])) for k in METRIC_NAMES}}
+        return [(METRICS_TITLE, rows + [mean])]
+
+    def report_options(self):
+        """Extra header lines of the test page."""
+        return {'alpha': 'known trimap regions copied; metrics on the saved 8-bit mattes',
+                'units': 'SAD, Grad, Conn / 1000; MSE mean over unknown pixels'}
