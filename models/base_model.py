@@ -191,20 +191,18 @@ class BaseModel(ABC):
         return state_dict
 
     def weights_files(self):
-        """name -> file from test.py's ``--weights [NAME=]PATH`` (repeatable); a bare PATH is for the
-        model's one network. Empty without the option (e.g. in training)."""
-        files = {}
-        for item in getattr(self.opt, 'weights', None) or []:
-            name, sep, path = item.partition('=')
-            if not sep or name not in self.model_names:
-                name, path = None, item
-            if name is None:
-                if len(self.model_names) != 1:
-                    raise UserInputError(f'--weights {item}: this model loads {", ".join(self.model_names)}; '
-                                         f'say which with --weights NAME=PATH (e.g. {self.model_names[0]}={item})')
-                name = self.model_names[0]
-            files[name] = path
-        return files
+        """name -> file from test.py's ``--weights``: ``PATH`` for the model's one network, or
+        ``NAME=PATH[,NAME=PATH...]`` (names of ``model_names``). Empty without the option (training)."""
+        value = getattr(self.opt, 'weights', None)   # a test option: training has none
+        if not value:
+            return {}
+        parts = [p.partition('=') for p in value.split(',')]
+        if all(sep and name in self.model_names for name, sep, _ in parts):
+            return {name: path for name, _, path in parts}
+        if len(self.model_names) != 1:
+            raise UserInputError(f'--weights {value}: this model loads {", ".join(self.model_names)}; say which '
+                                 f'with --weights NAME=PATH[,NAME=PATH] (e.g. {self.model_names[0]}={value})')
+        return {self.model_names[0]: value}
 
     def load_networks(self, epoch):
         """Load ``<epoch>_net_<name>.pth`` (or the file ``--weights`` names) into every network."""

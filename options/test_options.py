@@ -15,10 +15,10 @@ class TestOptions(BaseOptions):
         parser.add_argument('--eval', action='store_true', help='eval mode at test time (batch norm, dropout)')
         parser.add_argument('--num_test', type=int, default=50, help='how many test images to run')
         parser.add_argument('--results_per_page', type=int, default=50, help='rows per HTML page')
-        parser.add_argument('--weights', action='append', default=None, metavar='[NAME=]PATH',
+        parser.add_argument('--weights', default=None, metavar='[NAME=]PATH[,NAME=PATH...]',
                             help='load this file instead of <checkpoints_dir>/<name>/<epoch>_net_<NAME>.pth '
-                                 '(NAME= may be left out for a model with one network; repeat for more): ours, '
-                                 "or a training script's {'state_dict': ...} checkpoint (e.g. the DIM port's)")
+                                 '(NAME= may be left out for a model with one network): ours, or a training '
+                                 "script's {'state_dict': ...} checkpoint (e.g. the DIM port's)")
         # test time: no flip, no shuffling, load exactly the model's size
         parser.set_defaults(model='test', load_size=parser.get_default('crop_size'), num_threads=0,
                             serial_batches=True, no_flip=True)

@@ -280,3 +280,15 @@ def test_pretrained_path_puts_vgg16_into_the_encoder_with_a_zero_trimap_channel(
     assert not net['conv1_1.weight'][:, 3].any()
     assert torch.equal(net['conv5_3.weight'], vgg['features.28.weight'])
     assert torch.equal(net['conv3_2.bias'], vgg['features.12.bias'])
+
+
+def test_weights_option_names_the_network_it_is_for():
+    from models.base_model import BaseModel
+    stub = lambda value, names: types.SimpleNamespace(opt=types.SimpleNamespace(weights=value),  # noqa: E731
+                                                      model_names=names)
+    assert BaseModel.weights_files(stub('a.pth', ['G'])) == {'G': 'a.pth'}
+    assert BaseModel.weights_files(stub('G=a=b.pth', ['G'])) == {'G': 'a=b.pth'}
+    assert BaseModel.weights_files(stub('G_A=a.pth,G_B=b.pth', ['G_A', 'G_B'])) == {'G_A': 'a.pth', 'G_B': 'b.pth'}
+    assert BaseModel.weights_files(stub(None, ['G'])) == {}
+    with pytest.raises(UserInputError, match='G_A=a.pth'):
+        BaseModel.weights_files(stub('a.pth', ['G_A', 'G_B']))
