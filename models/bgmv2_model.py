@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from models.alphagan_model import METRIC_NAMES, composite
-from models.base_model import BaseModel, unwrap
+from models.base_model import BaseModel, load_weights_file, unwrap
 from models.bgmv2_networks import BACKBONES, REFINE_MODES, MattingBase, MattingRefine
 from models.losses import background_matting_losses, error_map_loss
-from util import checkpoint
 from util.errors import UserInputError
 from util.metrics import UNKNOWN, evaluate_matte
 from util.util import tensor2im
@@ -81,8 +80,8 @@ class BGMV2Model(BaseModel):
     Network G: ``--bgmv2_stage base``: :class:`MattingBase` (``--backbone``) on the whole crop;
     ``refine``: :class:`MattingRefine` (base at ``--backbone_scale``, refiner ``--refine_mode`` etc.).
     The state dict of G is the official one: ``<epoch>_net_G.pth`` and the official files are
-    interchangeable (``--weights`` loads one, ``--base_checkpoint`` starts the refine stage from a
-    stage-1 file).
+    interchangeable (test.py's ``--weights`` loads one; ``--base_checkpoint`` starts training, e.g.
+    the refine stage from a stage-1 file).
 
     Training: each batch is cropped to one random size in [crop_size / 2, crop_size) (the official
     ``random_crop``: resize to cover, centre crop; multiples of 4 in the refine stage). Losses
@@ -124,16 +123,12 @@ class BGMV2Model(BaseModel):
                             help='thresholding mode: refine where the coarse error exceeds this')
         parser.add_argument('--refine_kernel_size', type=int, default=3, choices=(1, 3),
                             help="refiner convolutions' kernel size")
-        if '--weights' not in parser._option_string_actions:
-            parser.add_argument('--weights', default=None,
-                                help='a state-dict file of G to load instead of <checkpoints_dir>/<name>/'
-                                     '<epoch>_net_G.pth: an official BackgroundMattingV2 checkpoint '
-                                     '(torch.save(MattingBase/MattingRefine.state_dict())) or one of ours')
         if is_train:
             parser.set_defaults(beta1=0.9, beta2=0.999)
             parser.add_argument('--base_checkpoint', default=None,
-                                help='refine stage: initialise the base network (backbone, ASPP, decoder) '
-                                     'from this stage-1 state dict (ours or official); the refiner starts fresh')
+                                help='initialise the base network (backbone, ASPP, decoder) from this state dict '
+                                     '(ours or official, MattingBase or MattingRefine; refiner.* keys are ignored): '
+                                     'the refine stage starts from the stage-1 file; the refiner starts fresh')
         return parser
 
     def __init__(self, opt):
@@ -162,48 +157,31 @@ class BGMV2Model(BaseModel):
         if self.isTrain:
             self.loss_names = ['pha', 'sobel', 'fgr'] + \
                 (['pha_sm', 'sobel_sm', 'fgr_sm'] if self.stage == 'refine' else []) + ['err']
-            if getattr(opt, 'weights', None):
-                self.load_weights(opt.weights)
             if opt.base_checkpoint:
-                if self.stage != 'refine':
-                    raise UserInputError('--base_checkpoint starts the refine stage: add --bgmv2_stage refine '
-                                         '(or use --weights to start the base stage from a file)')
-                self.load_weights(opt.base_checkpoint, base_only=True)
+                self.load_base(opt.base_checkpoint)
             lrs = STAGE_LRS[self.stage]
             self.opt_G = self.make_optimizer(groups=[(getattr(self.netG, part), lr) for part, lr in lrs.items()])
             self.optimizers = [self.opt_G]
 
     # ------------------------------------------------------------------ weights
-    def load_weights(self, path, base_only=False):
-        """Load a state-dict file into G (strict). ``base_only``: the file is a MattingBase one (or any
-        with the base keys); the refiner keeps its initialisation."""
+    def load_base(self, path):
+        """Load the base network's part (backbone, ASPP, decoder) of a state-dict file into G
+        (:func:`models.base_model.load_weights_file`: ours or official, MattingBase or MattingRefine);
+        every base key must be there with its shape; the refiner keeps its initialisation."""
         if not os.path.isfile(path):
-            raise UserInputError(f'weights file not found: {path}')
-        state = dict(checkpoint.load(path, map_location=self.device))
-        state.pop('_metadata', None)
-        if base_only:
-            state = {k: v for k, v in state.items() if not k.startswith('refiner.')}
-        own = self.netG.state_dict()
-        expected = {k for k in own if not (base_only and k.startswith('refiner.'))}
+            raise UserInputError(f'--base_checkpoint {path}: no such file')
+        state = {k: v for k, v in load_weights_file(path, map_location=self.device).items()
+                 if not k.startswith('refiner.')}
+        expected = {k for k in self.netG.state_dict() if not k.startswith('refiner.')}
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
-            hint = ('a refine-stage file into --bgmv2_stage base? drop the refiner or use --bgmv2_stage refine. '
-                    if any(k.startswith('refiner.') for k in unexpected) else '')
-            raise UserInputError(f'{path} does not fit G ({type(self.netG).__name__}, --backbone {self.opt.backbone}): '
-                                 f'missing keys {missing[:4]}, unexpected keys {unexpected[:4]}. {hint}'
-                                 'Check --backbone and --bgmv2_stage against the file.')
+            raise UserInputError(f'{path} does not fit the base network ({self.opt.backbone}): missing keys '
+                                 f'{missing[:4]}, unexpected keys {unexpected[:4]}. Check --backbone.')
         try:
-            self.netG.load_state_dict(state, strict=not base_only)
+            self.netG.load_state_dict(state, strict=False)
         except RuntimeError as e:
-            raise UserInputError(f'{path} does not fit G: {str(e).splitlines()[-1].strip()}. '
+            raise UserInputError(f'{path} does not fit the base network: {str(e).splitlines()[-1].strip()}. '
                                  'Check --backbone.') from None
-
-    def load_networks(self, epoch):
-        """``--weights FILE`` when given, else ``<epoch>_net_G.pth`` of the run (BaseModel)."""
-        if getattr(self.opt, 'weights', None) and not self.isTrain:
-            self.load_weights(self.opt.weights)
-        else:
-            super().load_networks(epoch)
 
     def setup(self, opt):
         super().setup(opt)
@@ -323,5 +301,5 @@ class BGMV2Model(BaseModel):
                                f'{opt.refine_sample_pixels}, threshold {opt.refine_threshold}, kernel '
                                f'{opt.refine_kernel_size}')
         if getattr(opt, 'weights', None):
-            lines['weights'] = opt.weights
+            lines['weights'] = ', '.join(opt.weights)
         return lines

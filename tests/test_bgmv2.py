@@ -19,12 +19,12 @@ def official(shared_dir):
         pytest.skip(f'{folder} is absent: the official BackgroundMattingV2 fixture lives in ../shared')
     state = torch.load(os.path.join(folder, 'mattingrefine_mobilenetv2.pth'), weights_only=True)
     case = torch.load(os.path.join(folder, 'case_mobilenetv2.pth'), weights_only=True)
-    return state, case
+    return state, case, os.path.join(folder, 'mattingrefine_mobilenetv2.pth')
 
 
 @pytest.mark.parametrize('mode', ['full', 'sampling', 'thresholding'])
 def test_official_checkpoint_reproduces_every_refine_output(official, mode):
-    state, case = official
+    state, case, _ = official
     model = MattingRefine(**case['config']['refine_ctor'][f'refine_{mode}'])
     model.load_state_dict(state, strict=True)
     model.eval()
@@ -38,7 +38,7 @@ def test_official_checkpoint_reproduces_every_refine_output(official, mode):
 
 
 def test_official_base_checkpoint_reproduces_base_outputs(official):
-    state, case = official
+    state, case, _ = official
     model = MattingBase('mobilenetv2')
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith('refiner.')}, strict=True)
     model.eval()
@@ -236,3 +236,59 @@ def test_error_target_does_not_push_alpha():
     err = torch.rand(1, 1, 8, 8, requires_grad=True)
     error_map_loss(err, pha, torch.rand(1, 1, 8, 8)).backward()
     assert pha.grad is None and err.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------- test.py
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+import test as test_script  # noqa: E402
+from models.bgmv2_model import COARSE_TITLE, METRICS_TITLE  # noqa: E402
+
+
+def run_test_py(root, results, weights, *extra):
+    argv = ['--model', 'bgmv2', '--dataroot', root, '--results_dir', str(results), '--name', 'bgm',
+            '--gpu_ids', '-1', '--weights', weights, '--backbone', 'mobilenetv2', *extra]
+    assert test_script.main(argv) == 0
+    return os.path.join(str(results), 'bgm', 'test_latest')
+
+
+def direct_alpha(state, src, bgr, **kw):
+    model = MattingRefine('mobilenetv2', **kw)
+    model.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        return model.eval()(src, bgr)[0]
+
+
+def read_rgb01(path):
+    return torch.from_numpy(cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None].float() / 255
+
+
+def test_test_py_writes_full_size_8bit_mattes_and_both_metric_tables(synth, tmp_path):
+    torch.manual_seed(0)
+    weights = str(tmp_path / 'ours.pth')
+    torch.save(MattingRefine('mobilenetv2').state_dict(), weights)
+    web = run_test_py(synth, tmp_path / 'results', weights, '--refine_mode', 'thresholding')
+    html = open(os.path.join(web, 'index.html')).read()
+    assert METRICS_TITLE in html and COARSE_TITLE in html and 'SAD' in html
+    for name in sorted(os.listdir(os.path.join(synth, 'test', 'merged'))):
+        stem = os.path.splitext(name)[0]
+        h, w = cv2.imread(os.path.join(synth, 'test', 'merged', name)).shape[:2]
+        for visual in ('alpha', 'fgr', 'composite', 'error', 'refined'):
+            img = cv2.imread(os.path.join(web, 'images', f'{stem}_{visual}.png'), cv2.IMREAD_UNCHANGED)
+            assert img.dtype == np.uint8 and img.shape[:2] == (h, w), visual
+
+
+def test_test_py_loads_an_official_checkpoint_as_it_is(official, synth, tmp_path):
+    state, _, path = official
+    web = run_test_py(synth, tmp_path / 'results', path, '--refine_sample_pixels', '400', '--num_test', '1')
+    name = sorted(os.listdir(os.path.join(synth, 'test', 'merged')))[0]
+    src = read_rgb01(os.path.join(synth, 'test', 'merged', name))
+    bgr = read_rgb01(os.path.join(synth, 'test', 'bgr', name))
+    h, w = src.shape[2:]
+    pad = (0, -w % 4, 0, -h % 4)
+    pha = direct_alpha(state, F.pad(src, pad, mode='replicate'), F.pad(bgr, pad, mode='replicate'),
+                       refine_sample_pixels=400)[0, 0, :h, :w]
+    saved = cv2.imread(os.path.join(web, 'images', os.path.splitext(name)[0] + '_alpha.png'), cv2.IMREAD_GRAYSCALE)
+    assert saved.shape == (h, w)
+    assert np.abs(saved.astype(np.float32) - (pha.numpy() * 255)).max() <= 0.5 + 1e-3
