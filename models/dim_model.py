@@ -37,7 +37,9 @@ def resolve_preset(opt):
     for key, value in PRESETS[opt.dim_preset].items():
         if getattr(opt, key, None) is None:
             setattr(opt, key, value)
-    if not opt.isTrain and opt.max_side is None and opt.dim_fit == 'resize':
+    if opt.isTrain:   # --dim_fit / --max_side are test options; model.test() in training (benchmarks): no limit
+        opt.max_side = None
+    elif opt.max_side is None and opt.dim_fit == 'resize':
         opt.max_side = PORT_MAX_SIDE
 
 

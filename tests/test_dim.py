@@ -292,3 +292,29 @@ def test_weights_option_names_the_network_it_is_for():
     assert BaseModel.weights_files(stub(None, ['G'])) == {}
     with pytest.raises(UserInputError, match='G_A=a.pth'):
         BaseModel.weights_files(stub('a.pth', ['G_A', 'G_B']))
+
+
+@pytest.mark.slow
+def test_train_py_runs_stage1_then_stage2_from_its_name_and_test_py_scores_it(matting_root, tmp_path):
+    import train as train_script
+    ck = str(tmp_path / 'ck')
+    common = ['--dataroot', matting_root, '--checkpoints_dir', ck, *TINY, '--n_epochs', '1', '--max_iters_per_epoch', '1',
+              '--no_html', '--save_epoch_freq', '100']
+    assert train_script.main(['--name', 's1', '--dim_stage', '1', *common]) == 0
+    assert train_script.main(['--name', 's2', '--dim_stage', '2', '--init_from', 's1', *common]) == 0
+    s1 = load_weights_file(os.path.join(ck, 's1', 'latest_net_G.pth'))
+    s2 = load_weights_file(os.path.join(ck, 's2', 'latest_net_G.pth'))
+    assert set(s2) - set(s1) == {f'{n}.{p}' for n in ('refine_conv1', 'refine_conv2', 'refine_conv3', 'refine_pred')
+                                 for p in ('weight', 'bias')}
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    results = str(tmp_path / 'res')
+    assert test_script.main(['--model', 'dim', '--dataroot', matting_root, '--checkpoints_dir', ck, '--name', 's2',
+                             '--results_dir', results, '--gpu_ids', '-1']) == 0
+    web = os.path.join(results, 's2', 'test_latest')
+    names = os.listdir(os.path.join(web, 'images'))
+    stem = os.path.splitext(sorted(os.listdir(os.path.join(matting_root, 'test', 'merged')))[0])[0]
+    alpha = cv2.imread(os.path.join(web, 'images', stem + '_alpha.png'), cv2.IMREAD_GRAYSCALE)
+    merged = cv2.imread(os.path.join(matting_root, 'test', 'merged', stem + '.png'))
+    assert alpha.shape == merged.shape[:2] and stem + '_raw_alpha.png' in names
+    html = open(os.path.join(web, 'index.html')).read()
+    assert 'Matting metrics' in html and 'encoder-decoder + refinement' in html
