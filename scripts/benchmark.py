@@ -73,6 +73,9 @@ official structure's within the pair: on a shared host whose speed drifts by ten
 between minutes, two steps a few seconds apart see the same conditions, which separate processes
 (``--sweep speedup``) do not. Peak memory is not measured in this mode.
 
+bgmv2 (BackgroundMattingV2 inference at HD and 4K, every refine mode, float32 and --amp, against
+full-resolution refinement): ``scripts/benchmark_bgmv2.py``, whose docstring says what it measures.
+
 alphagan (``models/alphagan_model.py``, random init: no pretrained download): training at
 ``--crop_size`` (default 320), inference through ``model.test()`` at ``--test_size`` (default
 1024) with the ground-truth alpha withheld, so that the timing excludes the matting metrics.
@@ -108,7 +111,8 @@ SWEEPS = ('batch', 'ins_max', 'amp', 'channels_last', 'shift_sum', 'instance_nor
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--model', default='insta_gan', choices=['insta_gan', 'alphagan'])
+    p.add_argument('--model', default='insta_gan', choices=['insta_gan', 'alphagan', 'bgmv2'],
+                   help='bgmv2: inference rows of scripts/benchmark_bgmv2.py (its options: --sizes, --modes, ...)')
     p.add_argument('--impl', default='ours', choices=['ours', 'official'],
                    help='official: the official execution structure (scripts/official_reference.py), '
                         'insta_gan at batch 1 only')
@@ -667,7 +671,10 @@ def run_sweep(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.sweep:
+    if args.model == 'bgmv2':          # its own rows: sizes x precisions x refine modes
+        from scripts.benchmark_bgmv2 import run_bgmv2
+        run_bgmv2(args)
+    elif args.sweep:
         run_sweep(args)
     elif args.vs_official:
         print(json.dumps(run_vs_official(args)), flush=True)

@@ -292,3 +292,16 @@ def test_test_py_loads_an_official_checkpoint_as_it_is(official, synth, tmp_path
     saved = cv2.imread(os.path.join(web, 'images', os.path.splitext(name)[0] + '_alpha.png'), cv2.IMREAD_GRAYSCALE)
     assert saved.shape == (h, w)
     assert np.abs(saved.astype(np.float32) - (pha.numpy() * 255)).max() <= 0.5 + 1e-3
+
+
+def test_benchmark_rows_give_each_mode_against_full_resolution_refinement(synth, capsys):
+    from scripts import benchmark
+    benchmark.main(['--model', 'bgmv2', '--sizes', '64x48', '--modes', 'sampling,full', '--amp_modes', 'none',
+                    '--iters', '1', '--warmup', '0', '--device', 'cpu', '--dataroot', synth, '--quality', '1'])
+    lines = capsys.readouterr().out.splitlines()
+    import json
+    rows = [json.loads(line) for line in lines if line.startswith('{')]
+    assert [r['mode'] for r in rows] == ['full', 'sampling']            # the baseline first
+    assert rows[0]['x_full'] == 1.0 and rows[1]['x_full'] > 0 and rows[1]['sad_vs_full'] > 0
+    assert all(r['peak_mem_mb'] > 0 and r['fps'] > 0 for r in rows)
+    assert any(line.startswith('| size |') for line in lines)
