@@ -186,12 +186,19 @@ class BaseOptions:
         (``BaseDataset.builtin_data``), made on first use with one line saying so."""
         if opt.dataroot is not None:
             return opt.dataroot
-        from datasets.builtin import ensure_builtin
+        from datasets.builtin import NATIVE_SIZE, ensure_builtin
         dataset = data.find_dataset_using_name(opt.dataset_mode)
         if dataset.builtin_data is None:
             self.parser.error(f'--dataroot is required: no built-in set has the layout of --dataset_mode '
                               f'{opt.dataset_mode}')
-        path = ensure_builtin(dataset.builtin_data, reason='--dataroot not given', echo=opt.rank == 0)
+        sizes = ('load_size', 'crop_size', 'load_size_h', 'load_size_w', 'crop_size_h', 'crop_size_w')
+        native = NATIVE_SIZE.get(dataset.builtin_data)
+        note = ''
+        if native and all(getattr(opt, k) == self.parser.get_default(k) for k in sizes):
+            for k in sizes:
+                setattr(opt, k, native)
+            note = f', at its own size (--load_size {native} --crop_size {native})'
+        path = ensure_builtin(dataset.builtin_data, reason='--dataroot not given', echo=opt.rank == 0, note=note)
         return dataset.builtin_dataroot(path, opt)
 
     def parse(self, save=True):
@@ -199,11 +206,6 @@ class BaseOptions:
         opt.isTrain = self.isTrain
         for k in [k for k in vars(opt) if k.startswith('_alias_')]:
             delattr(opt, k)
-        # sizes: square options fill the non-square ones
-        opt.load_size_h = opt.load_size_h or opt.load_size
-        opt.load_size_w = opt.load_size_w or opt.load_size
-        opt.crop_size_h = opt.crop_size_h or opt.crop_size
-        opt.crop_size_w = opt.crop_size_w or opt.crop_size
         self.check_values(opt)
         opt.rank = int(os.environ.get('RANK', 0))
         opt.world_size = int(os.environ.get('WORLD_SIZE', 1))
@@ -213,6 +215,11 @@ class BaseOptions:
             self.parser.error(str(e))
         opt.device = f'cuda:{opt.gpu_ids[0]}' if opt.gpu_ids else 'cpu'
         opt.dataroot = self.resolve_dataroot(opt)
+        # sizes: square options fill the non-square ones
+        opt.load_size_h = opt.load_size_h or opt.load_size
+        opt.load_size_w = opt.load_size_w or opt.load_size
+        opt.crop_size_h = opt.crop_size_h or opt.crop_size
+        opt.crop_size_w = opt.crop_size_w or opt.crop_size
         if opt.suffix:
             try:
                 opt.name = opt.name + '_' + opt.suffix.format(**vars(opt))

@@ -37,6 +37,17 @@ def test_translation_models_without_dataroot_train_on_the_shapes_set(builtin_dir
     assert all((builtin_dir / 'shapes' / d).is_dir() for d in ('trainA', 'trainB_seg', 'testA', 'testB_seg'))
 
 
+def test_the_shapes_set_is_read_at_its_own_size_unless_sizes_are_given(builtin_dir, tmp_path, capsys):
+    opt = parse(TrainOptions, tmp_path, '--model', 'insta_gan')
+    sizes = [opt.load_size, opt.crop_size, opt.load_size_h, opt.load_size_w, opt.crop_size_h, opt.crop_size_w]
+    assert sizes == [64] * 6          # not 286 / 256: the 64 px shapes are not upscaled 4x
+    assert '--load_size 64 --crop_size 64' in capsys.readouterr().out
+    opt = parse(TrainOptions, tmp_path, '--model', 'insta_gan', '--crop_size', '48')
+    assert (opt.load_size, opt.crop_size, opt.crop_size_h) == (286, 48, 48)    # a size given: as given
+    opt = parse(TrainOptions, tmp_path, '--model', 'alphagan')
+    assert opt.crop_size == 320                                                 # matting keeps its own
+
+
 def test_single_mode_without_dataroot_reads_one_domain_of_the_shapes_set(builtin_dir, tmp_path):
     assert parse(TestOptions, tmp_path).dataroot == str(builtin_dir / 'shapes' / 'testA')   # --model test
     assert parse(TestOptions, tmp_path, '--direction', 'BtoA').dataroot == str(builtin_dir / 'shapes' / 'testB')
