@@ -27,7 +27,7 @@ from data import create_dataset
 from models import create_model
 from options.train_options import TrainOptions
 from util import checkpoint, distributed, train_step
-from util.errors import UserInputError
+from util.errors import run_cli
 from util.train_step import NonFiniteLoss
 from util.training_state import TrainingState
 
@@ -170,8 +170,6 @@ def train(opt):
 def main(argv=None):
     """Exit status 0; 2 with a message on a user error (argparse's own errors exit 2 too); 3 when
     a loss is not finite (``--nan_policy stop``)."""
-    from util.errors import run_cli
-
     def run(argv):
         train(distributed.init_distributed(TrainOptions(argv).parse()))
         return 0
