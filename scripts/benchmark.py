@@ -5,6 +5,7 @@ One configuration (prints ONE JSON line)::
     python scripts/benchmark.py --model insta_gan --crop_size 64 --ngf 16 --batch_size 4
     python scripts/benchmark.py --model insta_gan --impl official --batch_size 1   # official structure
     python scripts/benchmark.py --model alphagan --crop_size 320 --test_size 1024
+    python scripts/benchmark.py --model dim --dim_stage 3 --crop_size 320 --test_size 1024
 
 Sweeps (each configuration in a FRESH subprocess, one JSON line each, ``--table`` adds a
 markdown table of the medians over ``--repeat`` runs)::
@@ -17,7 +18,7 @@ markdown table of the medians over ``--repeat`` runs)::
     python scripts/benchmark.py --sweep nproc --sweep_values 1,2 --batch_size 2 --table   # DDP processes
     python scripts/benchmark.py --sweep shift_sum --repeat 3 --table               # models/shift_conv.py
     python scripts/benchmark.py --sweep instance_norm --repeat 3 --table           # models/instance_norm.py
-    python scripts/benchmark.py --sweep amp | channels_last | alphagan
+    python scripts/benchmark.py --sweep amp | channels_last | alphagan | dim
 
 What is measured:
 
@@ -26,7 +27,7 @@ What is measured:
   ``cpu_s_per_iter``: median process CPU time of the same calls (all threads; on a shared
   machine less load-dependent than wall time).
 * ``test_s_per_iter`` / ``test_images_per_s``: the same for ``model.test()`` (networks in eval
-  mode, no gradients), at ``--test_size`` (default ``--crop_size``); alphagan adds
+  mode, no gradients), at ``--test_size`` (default ``--crop_size``); the matting models add
   ``test_s_per_megapixel``.
 * ``peak_mem_mb`` / ``test_peak_mem_mb``: peak memory of the training / test phase (warm-up
   included) above the memory in use just before the first phase (weights and the synthetic batch
@@ -79,6 +80,10 @@ full-resolution refinement): ``scripts/benchmark_bgmv2.py``, whose docstring say
 alphagan (``models/alphagan_model.py``, random init: no pretrained download): training at
 ``--crop_size`` (default 320), inference through ``model.test()`` at ``--test_size`` (default
 1024) with the ground-truth alpha withheld, so that the timing excludes the matting metrics.
+dim (``models/dim_model.py``, random init, ``--dim_preset paper`` unless passed on) the same way;
+``--dim_stage`` 1 (default: encoder-decoder, alpha + composition losses) or 3 (encoder-decoder and
+refinement trained together); 2 (refinement alone) is cheaper than both. Its inference row runs a
+stage-3 network (encoder-decoder + refinement), padded to a multiple of 32 (``--dim_fit pad``).
 """
 import argparse
 import contextlib
@@ -104,21 +109,23 @@ from models.instance_norm import set_group_norm  # noqa: E402
 from models.shift_conv import set_shift_sum  # noqa: E402
 
 SWEEPS = ('batch', 'ins_max', 'amp', 'channels_last', 'shift_sum', 'instance_norm', 'impl', 'speedup', 'nproc',
-          'alphagan')
+          'alphagan', 'dim')
+MATTING = ('alphagan', 'dim')    # built by build_matting, timed with test_s_per_megapixel
 
 
 # ----------------------------------------------------------------------------- arguments
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--model', default='insta_gan', choices=['insta_gan', 'alphagan', 'bgmv2'],
+    p.add_argument('--model', default='insta_gan', choices=['insta_gan', *MATTING, 'bgmv2'],
                    help='bgmv2: inference rows of scripts/benchmark_bgmv2.py (its options: --sizes, --modes, ...)')
+    p.add_argument('--dim_stage', type=int, default=None, choices=(1, 2, 3), help='dim: training stage (default 1)')
     p.add_argument('--impl', default='ours', choices=['ours', 'official'],
                    help='official: the official execution structure (scripts/official_reference.py), '
                         'insta_gan at batch 1 only')
-    p.add_argument('--crop_size', type=int, default=None, help='training size (default 64; alphagan 320)')
+    p.add_argument('--crop_size', type=int, default=None, help='training size (default 64; alphagan, dim 320)')
     p.add_argument('--test_size', type=int, default=None,
-                   help='inference size (default --crop_size; alphagan 1024)')
+                   help='inference size (default --crop_size; alphagan, dim 1024)')
     p.add_argument('--ngf', type=int, default=16, help='insta_gan generator width')
     p.add_argument('--ndf', type=int, default=None, help='discriminator width (default --ngf; alphagan 64)')
     p.add_argument('--batch_size', type=int, default=1)
@@ -164,10 +171,10 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args, args.train_options = parser.parse_known_args(argv)
-    alpha = args.model == 'alphagan'
+    alpha = args.model in MATTING
     args.crop_size = args.crop_size or (320 if alpha else 64)
     args.test_size = args.test_size or (1024 if alpha else args.crop_size)
-    args.ndf = args.ndf or (64 if alpha else args.ngf)
+    args.ndf = args.ndf or (64 if args.model == 'alphagan' else args.ngf)
     args.n_instances = args.ins_max if args.n_instances is None else args.n_instances
     if args.iters < 1 or args.warmup < 0 or args.batch_size < 1 or args.ins_max < 1 or args.ins_per < 1:
         parser.error('--iters, --batch_size, --ins_max and --ins_per must be >= 1, --warmup >= 0')
@@ -358,15 +365,16 @@ def build_insta_gan(args, device, tmp):
     return stepper, model, batch, batch
 
 
-def build_alphagan(args, device, tmp):
-    """(model, model, train batch, test batch) for models/alphagan_model.py."""
+def build_matting(args, device, tmp):
+    """(model, model, train batch, test batch) for a matting model (models/alphagan_model.py, dim_model.py)."""
     from models import create_model
-    if not (ROOT / 'models' / 'alphagan_model.py').is_file():
-        raise SystemExit('--model alphagan: models/alphagan_model.py does not exist in this tree')
-    argv = ['--model', 'alphagan', '--dataroot', 'synthetic', '--name', 'benchmark', '--checkpoints_dir', tmp,
+    if not (ROOT / 'models' / f'{args.model}_model.py').is_file():
+        raise SystemExit(f'--model {args.model}: models/{args.model}_model.py does not exist in this tree')
+    argv = ['--model', args.model, '--dataroot', 'synthetic', '--name', 'benchmark', '--checkpoints_dir', tmp,
             '--gpu_ids', str(device.index or 0) if device.type == 'cuda' else '-1', '--num_threads', '0',
             '--crop_size', str(args.crop_size), '--load_size', str(args.crop_size),
-            '--ndf', str(args.ndf), '--batch_size', str(args.batch_size), '--seed', str(args.seed)]
+            '--batch_size', str(args.batch_size), '--seed', str(args.seed)]
+    argv += ['--ndf', str(args.ndf)] if args.model == 'alphagan' else ['--dim_stage', str(args.dim_stage or 1)]
     with _quiet():
         model = create_model(train_options(argv + args.train_options, args))
         model.setup(model.opt)
@@ -412,7 +420,7 @@ def run_one(args):
     device = setup_process(args)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        build = build_insta_gan if args.model == 'insta_gan' else build_alphagan
+        build = build_insta_gan if args.model == 'insta_gan' else build_matting
         stepper, model, batch, test_batch = build(args, device, tmp)
         apply_fast_path_options(model, args)
         dtypes = []
@@ -426,7 +434,7 @@ def run_one(args):
         if args.phase in ('both', 'test'):
             model.eval()
             stepper.set_input(test_batch)
-            if args.model == 'alphagan':
+            if args.model in MATTING:
                 model.gt_alpha = None          # no metrics in the timed inference
             mem = {}
             with meter.phase(mem):
@@ -436,7 +444,7 @@ def run_one(args):
                           test_images_per_s=args.batch_size / med,
                           test_peak_mem_mb=round(mem['peak_mem_mb'], 1), test_peak_mem_exact=mem['exact'],
                           test_conv_dtype=dtypes[-1] if dtypes else None)
-            if args.model == 'alphagan':
+            if args.model in MATTING:
                 record['test_s_per_megapixel'] = med / (args.batch_size * args.test_size ** 2 / 1e6)
             model.train()
         if args.phase in ('both', 'train'):
@@ -464,9 +472,12 @@ def run_one(args):
         'crop_size', 'test_size', 'ngf', 'ndf', 'batch_size', 'ins_max', 'ins_per', 'n_instances',
         'iters', 'warmup', 'phase', 'amp', 'channels_last', 'compile', 'no_shift_sum', 'no_group_norm',
         'live_memory', 'seed', 'nproc', 'train_options')}
-    if args.model == 'alphagan':
+    if args.model in MATTING:
         for k in ('ngf', 'ins_max', 'ins_per', 'n_instances'):
             record['options'].pop(k)
+    if args.model == 'dim':
+        record['options'].pop('ndf')
+        record['options']['dim_stage'] = args.dim_stage or 1
     return record
 
 
@@ -601,6 +612,13 @@ def sweep_configs(args):
                 ('alphagan inference', {'model': 'alphagan', 'impl': 'ours', 'phase': 'test', 'batch_size': 1,
                                         'crop_size': None, 'ndf': None,
                                         'test_size': args.test_size if args.model == 'alphagan' else 1024})]
+    if s == 'dim':
+        size = {'crop_size': args.crop_size if args.model == 'dim' else 320, 'test_size': None}
+        return [(f'dim train (stage {k})', {'model': 'dim', 'impl': 'ours', 'phase': 'train', 'batch_size': 1,
+                                             'ndf': None, 'dim_stage': k, **size}) for k in (1, 3)] + \
+            [('dim inference (stage 3 network)', {'model': 'dim', 'impl': 'ours', 'phase': 'test', 'batch_size': 1,
+                                                  'crop_size': None, 'ndf': None, 'dim_stage': 3,
+                                                  'test_size': args.test_size if args.model == 'dim' else 1024})]
     raise ValueError(s)
 
 

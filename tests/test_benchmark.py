@@ -198,3 +198,15 @@ def test_sequential_translation_memory_stays_flat_in_the_number_of_instances():
             peaks[ins_max] = live_peak_mb(stepper.optimize_parameters)
             assert all(p.grad is None for _, net in model.nets() for p in net.parameters())
     assert peaks[8] < 1.10 * peaks[2], peaks
+
+
+def test_dim_sweep_times_stage_1_and_3_training_and_stage_3_inference_per_megapixel():
+    args = parse_args(['--sweep', 'dim', '--device', 'cpu'])
+    configs = dict(sweep_configs(args))
+    assert [c['dim_stage'] for c in configs.values()] == [1, 3, 3]
+    assert [c['phase'] for c in configs.values()] == ['train', 'train', 'test']
+    assert all(c['model'] == 'dim' and c['batch_size'] == 1 for c in configs.values())
+    argv = to_argv(args, **configs['dim train (stage 3)'])
+    assert argv[argv.index('--dim_stage') + 1] == '3' and argv[argv.index('--crop_size') + 1] == '320'
+    one = parse_args(['--model', 'dim', '--device', 'cpu'])
+    assert (one.crop_size, one.test_size) == (320, 1024)
