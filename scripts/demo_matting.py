@@ -16,7 +16,10 @@ With the defaults (240 iterations of 64 px crops, one thread) training took abou
 shared 2-core machine; the model beats the 0.5 baseline clearly but only reaches the level of the
 all-zero reference at this budget (it learns the soft halo first, thin strands much later).
 
-Usage: ``python scripts/demo_matting.py [--iters 240] [--crop_size 64] [--lr 2e-4] [--eval]``.
+``--model dim`` runs Deep Image Matting's stage 1 (encoder-decoder, alpha + composition losses) under
+the same protocol and budget, for a like-for-like comparison.
+
+Usage: ``python scripts/demo_matting.py [--model alphagan|dim] [--iters 240] [--crop_size 64] [--lr 2e-4] [--eval]``.
 Exit status 0 when it ran (whatever the scores), 2 on a user error.
 """
 import argparse
@@ -48,7 +51,9 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--dataroot', default=str(ROOT / 'datasets' / 'matting_synth'),
                    help='synthetic matting set (made here when missing)')
-    p.add_argument('--name', default='alphagan_demo', help='run name')
+    p.add_argument('--model', default='alphagan', choices=('alphagan', 'dim'),
+                   help='dim: Deep Image Matting stage 1 (encoder-decoder, no ImageNet weights here)')
+    p.add_argument('--name', default=None, help='run name (default <model>_demo)')
     p.add_argument('--checkpoints_dir', default=str(ROOT / 'checkpoints'))
     p.add_argument('--results_dir', default=str(ROOT / 'results'))
     p.add_argument('--iters', type=int, default=240, help='training iterations (batch size 1)')
@@ -74,18 +79,18 @@ def iters_per_epoch(iters):
 
 def train_args(a):
     per_epoch = iters_per_epoch(a.iters)
-    return ['--model', 'alphagan', '--dataroot', a.dataroot, '--name', a.name,
+    return ['--model', a.model, '--dataroot', a.dataroot, '--name', a.name,
             '--checkpoints_dir', a.checkpoints_dir, '--gpu_ids', '-1', '--num_threads', '0',
             '--seed', str(a.seed), '--crop_size', str(a.crop_size), '--crop_sizes', str(a.crop_size),
             '--bg_per_fg', '100', '--max_iters_per_epoch', str(per_epoch),
             '--n_epochs', str(N_EPOCHS), '--n_epochs_decay', str(N_EPOCHS_DECAY),
-            '--lr', str(a.lr), '--lambda_lap', str(a.lambda_lap),
+            '--lr', str(a.lr), *(['--lambda_lap', str(a.lambda_lap)] if a.model == 'alphagan' else []),
             '--print_freq', str(max(1, per_epoch // 2)), '--display_freq', str(per_epoch),
             '--update_html_freq', str(per_epoch), '--save_epoch_freq', '0']
 
 
 def test_args(a):
-    return (['--model', 'alphagan', '--dataroot', a.dataroot, '--name', a.name, '--phase', 'test',
+    return (['--model', a.model, '--dataroot', a.dataroot, '--name', a.name, '--phase', 'test',
              '--checkpoints_dir', a.checkpoints_dir, '--results_dir', a.results_dir, '--gpu_ids', '-1',
              '--num_test', '100000', '--results_per_page', '0']
             + (['--eval'] if a.eval else []))
@@ -114,6 +119,7 @@ def constant_sad(test_root, stems, value):
 
 def main(argv=None):
     a = build_parser().parse_args(argv)
+    a.name = a.name or f'{a.model}_demo'
     if a.iters < 1 or a.crop_size < 32:
         print('error: --iters must be >= 1 and --crop_size >= 32', file=sys.stderr)
         return 2
@@ -145,13 +151,14 @@ def main(argv=None):
         return 2
     iters = iters_per_epoch(a.iters) * (N_EPOCHS + N_EPOCHS_DECAY)
     print()
-    print(format_table(result, 'alphagan'))
+    print(format_table(result, a.model))
     model_sad, half_sad = result['mean']['SAD'], result['baselines']['half']['mean']['SAD']
     verdict = 'beats' if model_sad < half_sad else 'does NOT beat'
+    m = a.model
     print(f'\ntraining: {iters} iterations in {train_s:.0f} s ({train_s / max(1, iters):.2f} s/iter, '
           f'including data loading and checkpoints)')
-    print(f'mean SAD on {result["count"]} held-out images: alphagan {model_sad:.4f} vs unknown=0.5 baseline '
-          f'{half_sad:.4f} -> alphagan {verdict} the baseline (alpha = 0 in the unknown region: {zero_sad:.4f})')
+    print(f'mean SAD on {result["count"]} held-out images: {m} {model_sad:.4f} vs unknown=0.5 baseline '
+          f'{half_sad:.4f} -> {m} {verdict} the baseline (alpha = 0 in the unknown region: {zero_sad:.4f})')
     print(f'results page: {os.path.join(web_dir, "index.html")}')
     return 0
 
