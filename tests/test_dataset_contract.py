@@ -25,7 +25,7 @@ def matting_root(tmp_path_factory):
 def dataroot_of(mode, shapes_root, matting_root):
     """The smallest set with mode's layout; a new dataset mode adds its own here."""
     return {'unaligned': shapes_root, 'unaligned_seg': shapes_root, 'single': os.path.join(shapes_root, 'testA'),
-            'single_seg': shapes_root, 'matting': matting_root}[mode]
+            'single_seg': shapes_root, 'matting': matting_root, 'background_matting': matting_root}[mode]
 
 
 def parsed(options, mode, root, *extra):
@@ -64,7 +64,7 @@ def test_samples_built_from_the_real_options_lie_in_the_declared_range(mode, opt
     assert tensors, mode
     for key, t in tensors.items():
         assert low <= float(t.min()) and float(t.max()) <= high, (mode, key, float(t.min()), float(t.max()))
-    image = tensors['A' if 'A' in tensors else 'image']
+    image = tensors[next(k for k in ('A', 'image', 'src') if k in tensors)]   # the mode's input image
     assert float(image.min()) < (low + high) / 2 < float(image.max())   # spread over the range, not a corner
 
 
