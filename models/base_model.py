@@ -26,11 +26,12 @@ import torch
 
 from models import networks
 from util import checkpoint, distributed, train_step
+from util.checkpoint import load_weights_file
 from util.distributed import unwrap
 from util.errors import UserInputError
 from util.train_step import NonFiniteLoss, OptimWrapper
 
-__all__ = ['BaseModel', 'NonFiniteLoss', 'unwrap']
+__all__ = ['BaseModel', 'NonFiniteLoss', 'load_weights_file', 'unwrap']
 
 
 class BaseModel(ABC):
@@ -217,27 +218,13 @@ class BaseModel(ABC):
             self.load_network_file(name, path)
 
     def load_network_file(self, name, path):
-        """Load one weights file (:func:`load_weights_file`: ours or a wrapped training checkpoint) into
-        ``net<name>``, through :meth:`convert_state_dict`; UserInputError when the keys or shapes do not fit."""
+        """Load one weights file (:func:`util.checkpoint.load_weights_file`: ours or a wrapped training
+        checkpoint) into ``net<name>`` through :meth:`convert_state_dict`; UserInputError when the keys
+        or shapes do not fit."""
         net = unwrap(getattr(self, 'net' + name))
         state = load_weights_file(path, map_location=self.device)
         state = self.convert_state_dict(name, state, net)
-        # old InstanceNorm checkpoints (pytorch < 0.4) stored running stats
-        for key in [k for k in state if k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))]:
-            if key not in net.state_dict():
-                del state[key]
-        missing, unexpected = _key_mismatch(net, state)
-        if missing or unexpected:
-            raise UserInputError(
-                f'{path} does not fit net{name} ({type(net).__name__}): missing keys {missing[:5]}'
-                f'{"..." if len(missing) > 5 else ""}, unexpected keys {unexpected[:5]}'
-                f'{"..." if len(unexpected) > 5 else ""}. Check --model, --netG/--netD, --ngf/--ndf, '
-                '--norm and --n_layers_D against the run that wrote it.')
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as e:
-            raise UserInputError(f'{path} does not fit net{name}: {str(e).splitlines()[-1].strip()}. '
-                                 'Check --ngf/--ndf, --input_nc/--output_nc and --norm.') from None
+        checkpoint.load_into(net, state, path, f'net{name}')
 
     def print_networks(self, verbose=False):
         """Print parameter counts (and the architectures when ``verbose``)."""
@@ -251,36 +238,6 @@ class BaseModel(ABC):
         print('-----------------------------------------------')
 
 
-def load_weights_file(path, map_location='cpu'):
-    """The state dict in ``path`` (name -> tensor, no ``_metadata``), whichever way it was saved:
-
-    * a plain state dict, as :meth:`BaseModel.save_networks` writes ``<epoch>_net_<name>.pth``;
-    * a training script's checkpoint that wraps one, ``{'state_dict': ..., 'epoch': ..., ...}`` (e.g.
-      the Deep Image Matting port's, whose ``best_sad`` is a ``numpy.float64``), keys with the
-      ``module.`` prefix of ``nn.DataParallel`` unprefixed;
-    * either in torch's legacy (pre-1.6) format written by Python 2 (its strings decoded as latin1).
-
-    Loaded weights-only (:func:`util.checkpoint.load`) with numpy's numeric scalars allowed; anything
-    else that only unrestricted pickle builds is refused with a message, never run."""
-    obj = checkpoint.load(path, map_location=map_location, safe_globals=checkpoint.NUMPY_SCALARS,
-                          encoding='latin1', what='weights file')
-    if isinstance(obj, dict) and 'state_dict' in obj and checkpoint.is_state_dict(obj['state_dict']):
-        obj = obj['state_dict']
-    if not checkpoint.is_state_dict(obj):
-        keys = ', '.join(map(repr, list(obj)[:6])) if isinstance(obj, dict) else type(obj).__name__
-        raise UserInputError(f'{path} holds no state dict (a dict of tensors, or one under "state_dict"); '
-                             f'found {keys}')
-    state = dict(obj)
-    if state and all(k.startswith('module.') for k in state):
-        state = {k[len('module.'):]: v for k, v in state.items()}
-    return state
-
-
 def _detached(value):
     return value.detach() if isinstance(value, torch.Tensor) else value
 
-
-def _key_mismatch(net, state):
-    own = set(net.state_dict().keys())
-    given = set(state.keys())
-    return sorted(own - given), sorted(given - own)

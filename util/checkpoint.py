@@ -189,3 +189,50 @@ def _refusal(reason):
 def is_state_dict(obj):
     """True for a mapping of names (str) to tensors, as ``net.state_dict()`` gives."""
     return isinstance(obj, Mapping) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
+
+
+def load_weights_file(path, map_location='cpu'):
+    """The state dict in ``path`` (name -> tensor, no ``_metadata``), whichever way it was saved:
+
+    * a plain state dict, as :meth:`models.base_model.BaseModel.save_networks` writes ``<epoch>_net_<name>.pth``;
+    * a training script's checkpoint that wraps one, ``{'state_dict': ..., 'epoch': ..., ...}`` (e.g.
+      the Deep Image Matting port's, whose ``best_sad`` is a ``numpy.float64``), keys with the
+      ``module.`` prefix of ``nn.DataParallel`` unprefixed;
+    * either in torch's legacy (pre-1.6) format written by Python 2 (its strings decoded as latin1).
+
+    Loaded weights-only (:func:`load`) with numpy's numeric scalars allowed; anything
+    else that only unrestricted pickle builds is refused with a message, never run."""
+    obj = load(path, map_location=map_location, safe_globals=NUMPY_SCALARS,
+                          encoding='latin1', what='weights file')
+    if isinstance(obj, dict) and 'state_dict' in obj and is_state_dict(obj['state_dict']):
+        obj = obj['state_dict']
+    if not is_state_dict(obj):
+        keys = ', '.join(map(repr, list(obj)[:6])) if isinstance(obj, dict) else type(obj).__name__
+        raise UserInputError(f'{path} holds no state dict (a dict of tensors, or one under "state_dict"); '
+                             f'found {keys}')
+    state = dict(obj)
+    if state and all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    return state
+
+
+def load_into(net, state, path, label):
+    """``net.load_state_dict(state)`` (strict) with a UserInputError naming ``path`` and ``label``
+    (e.g. ``netG_A``) and the options to check when the keys or shapes do not fit. Running
+    statistics that ``net`` has no place for are dropped (old InstanceNorm checkpoints, pytorch
+    < 0.4, stored them)."""
+    own = net.state_dict()
+    state = {k: v for k, v in state.items()
+             if k in own or not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))}
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise UserInputError(
+            f'{path} does not fit {label} ({type(net).__name__}): missing keys {missing[:5]}'
+            f'{"..." if len(missing) > 5 else ""}, unexpected keys {unexpected[:5]}'
+            f'{"..." if len(unexpected) > 5 else ""}. Check --model, --netG/--netD, --ngf/--ndf, '
+            '--norm and --n_layers_D against the run that wrote it.')
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserInputError(f'{path} does not fit {label}: {str(e).splitlines()[-1].strip()}. '
+                             'Check --ngf/--ndf, --input_nc/--output_nc and --norm.') from None
