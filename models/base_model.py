@@ -90,8 +90,8 @@ class BaseModel(ABC):
         ``--compile``); then print the networks."""
         if self.isTrain:
             # a plain torch optimizer (a model that steps it itself) is wrapped for its state and schedule
-            self.optimizers = [o if isinstance(o, OptimWrapper) else OptimWrapper(o, opt.amp, opt.nan_policy, self.device)
-                               for o in self.optimizers]
+            self.optimizers = [o if isinstance(o, OptimWrapper) else
+                               OptimWrapper(o, opt.amp, opt.nan_policy, self.device) for o in self.optimizers]
             self.schedulers = [networks.get_scheduler(o.optimizer, opt) for o in self.optimizers]
         if not self.isTrain or opt.continue_train:
             self.load_networks(f'iter_{opt.load_iter}' if opt.load_iter > 0 else opt.epoch)
