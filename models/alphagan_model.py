@@ -80,7 +80,8 @@ class AlphaGANModel(MattingModel):
             # --lambda_alpha 0.5 --lambda_comp 0.5 for that balance.
             parser.add_argument('--lambda_alpha', type=float, default=1.0, help='weight of the alpha-prediction loss')
             parser.add_argument('--lambda_comp', type=float, default=1.0, help='weight of the compositional loss')
-            parser.add_argument('--lambda_gan', type=float, default=1.0, help='weight of the adversarial loss')
+            parser.add_argument('--lambda_gan', type=float, default=1.0,
+                                help='weight of the adversarial loss (0: D is neither run nor trained)')
             parser.add_argument('--lambda_lap', type=float, default=0.0,
                                 help='weight of a Laplacian-pyramid alpha loss (not in the paper; 0 = off)')
         return parser
@@ -145,8 +146,11 @@ class AlphaGANModel(MattingModel):
         opt = self.opt
         self.loss_alpha = alpha_prediction_loss(self.alpha, self.gt_alpha, self.unknown) * opt.lambda_alpha
         self.loss_comp = composition_loss(self.alpha, self.fg, self.bg, self.image, self.unknown) * opt.lambda_comp
-        fake = discriminator_input(self.fake_composite, self.trimap)
-        self.loss_G_GAN = self.criterionGAN(self.netD(fake), True, for_discriminator=False) * opt.lambda_gan
+        if opt.lambda_gan > 0:
+            fake = discriminator_input(self.fake_composite, self.trimap)
+            self.loss_G_GAN = self.criterionGAN(self.netD(fake), True, for_discriminator=False) * opt.lambda_gan
+        else:   # no adversarial term: D is not run (nor trained, see optimize_parameters)
+            self.loss_G_GAN = self.alpha.new_zeros(())
         if opt.lambda_lap > 0:
             self.loss_lap = laplacian_loss(self.alpha, self.gt_alpha, self.unknown) * opt.lambda_lap
         return {k: getattr(self, 'loss_' + k) for k in self.loss_names if k != 'D'}
@@ -160,13 +164,17 @@ class AlphaGANModel(MattingModel):
         return {'D': self.loss_D}
 
     def optimize_parameters(self):
-        """G step (D frozen), then D step, each through its ``OptimWrapper``."""
+        """G step (D frozen), then D step, each through its ``OptimWrapper``. With ``--lambda_gan 0``
+        D takes no part (its loss is logged as 0): the recipe is then Deep Image Matting's losses alone."""
         with self.opt_G.context():
             self.forward()
             self.set_requires_grad(self.netD, False)
             losses = self.generator_losses()
         self.opt_G.update(losses)
         self.set_requires_grad(self.netD, True)
+        if self.opt.lambda_gan == 0:
+            self.loss_D = self.loss_G_GAN
+            return
         with self.opt_D.context():
             losses = self.discriminator_losses()
         self.opt_D.update(losses)

@@ -63,15 +63,19 @@ class ResNet50Encoder(nn.Module):
 
     STAGE_DILATION = {"layer3": 2, "layer4": 4}
 
-    def __init__(self, norm_layer=nn.BatchNorm2d):
+    def __init__(self, norm_layer=nn.BatchNorm2d, width=64):
         super().__init__()
-        resnet = torchvision.models.resnet50(
-            weights=None, replace_stride_with_dilation=[False, True, True], norm_layer=norm_layer
-        )
+        if width == 64:
+            resnet = torchvision.models.resnet50(
+                weights=None, replace_stride_with_dilation=[False, True, True], norm_layer=norm_layer
+            )
+        else:
+            resnet = _ScaledResNet50(width, replace_stride_with_dilation=[False, True, True], norm_layer=norm_layer)
+        self.width = width
         # conv1 widened to RGB + trimap; same initialisation as torchvision's convolutions.
-        self.conv1 = nn.Conv2d(4, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(4, width, kernel_size=7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.bn1 = resnet.bn1
+        self.bn1 = resnet.bn1 if width == 64 else norm_layer(width)
         self.relu = resnet.relu
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, return_indices=True)
         self.layer1 = resnet.layer1
@@ -86,7 +90,7 @@ class ResNet50Encoder(nn.Module):
     def forward(self, x):
         """Encode ``x``: (B, 4, H, W), H and W multiples of 8 (RGB normalised, trimap in {0, .5, 1}).
 
-        Returns a dict of features:
+        Returns a dict of features (channel counts for ``width`` 64; ``width / 64`` times these otherwise):
             ``conv1``: (B, 64, H/2, W/2) after conv1 + norm + ReLU (before pooling);
             ``pool_indices``: (B, 64, H/4, W/4) int64 max-pool indices into ``conv1``;
             ``conv2_x``: (B, 256, H/4, W/4) (``layer1``);
@@ -120,6 +124,9 @@ class ResNet50Encoder(nn.Module):
         is not a ResNet-50 state dict.
         """
         fix = "pass the state dict of a torchvision resnet50 (torch.save(resnet50(...).state_dict(), path))"
+        if self.width != 64:
+            raise UserInputError(f"{source}: ImageNet ResNet-50 weights need the full-width encoder "
+                                 f"(--ngf 64), not --ngf {self.width}.")
         if not checkpoint.is_state_dict(state_dict):
             raise UserInputError(f"{source} is not a state dict (a dict of tensors); {fix}.")
         own = self.state_dict()
@@ -152,6 +159,22 @@ class ResNet50Encoder(nn.Module):
                 f"{source}: {k} has shape {tuple(state[k].shape)}, ResNet-50 needs {tuple(own[k].shape)}; {fix}."
             )
         self.load_state_dict(state, strict=True)
+
+
+class _ScaledResNet50(torchvision.models.ResNet):
+    """torchvision's ResNet-50 with every stage ``width / 64`` times as wide (base width ``width``
+    instead of 64; the bottleneck expansion 4 kept): the same blocks, dilations and parameter names,
+    about ``(width / 64)^2`` of the compute. For training from random initialisation only."""
+
+    def __init__(self, width, **kwargs):
+        self._scale = width / 64
+        self._first = True
+        super().__init__(torchvision.models.resnet.Bottleneck, [3, 4, 6, 3], **kwargs)
+
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+        if self._first:   # conv1's output (64 in torchvision) is the first stage's input
+            self.inplanes, self._first = int(64 * self._scale), False
+        return super()._make_layer(block, max(1, int(planes * self._scale)), blocks, stride, dilate)
 
 
 class ASPP(nn.Module):
@@ -215,6 +238,9 @@ class AlphaGANGenerator(nn.Module):
             with affine parameters (they take the pretrained BatchNorm scales and shifts) and no
             running statistics. Used in encoder, ASPP and decoder. ``'none'`` is refused: the
             ResNet-50 encoder and its pretrained weights need a normalisation layer.
+        width: base width (``--ngf``): 64 is ResNet-50 and the paper's decoder; a smaller multiple of
+            4 scales every encoder, ASPP and decoder layer by ``width / 64`` (16: about 1/16 of the
+            compute, for the CPU recipe of ``make demo-matting``; random initialisation only).
 
     With pretrained weights, conv1's RGB weights are the ImageNet ones and the trimap channel's
     weights start at zero. Only the encoder is pretrained: when re-initialising the network, leave
@@ -225,41 +251,44 @@ class AlphaGANGenerator(nn.Module):
     ``up_full``, ``decode_full``, ``alpha_conv``.
     """
 
-    def __init__(self, pretrained=False, pretrained_path=None, norm="batch"):
+    def __init__(self, pretrained=False, pretrained_path=None, norm="batch", width=64):
         super().__init__()
         if norm not in ("batch", "sync_batch", "instance"):
             raise UserInputError(
                 f"AlphaGAN generator: norm {norm!r} is not supported; use --norm batch (paper) or --norm instance."
             )
+        if width < 4 or width % 4:
+            raise UserInputError(f"AlphaGAN generator: --ngf {width} must be a multiple of 4 (64 = ResNet-50).")
         norm_layer = get_norm_layer(norm, instance_affine=True)
-        self.encoder = ResNet50Encoder(norm_layer)
-        self.aspp = ASPP(2048, 256, (6, 12, 18), norm_layer)
+        w, c = width, lambda n: n * width // 64   # c(n): the paper's n channels at this width
+        self.encoder = ResNet50Encoder(norm_layer, width)
+        self.aspp = ASPP(c(2048), c(256), (6, 12, 18), norm_layer)
         # 1/4: ASPP upsampled x2 (256) + conv2_x reduced to 48 -> 3x3 convs; down to conv1's 64
         # channels so the encoder's pooling indices (B, 64, H/4, W/4) apply.
-        self.skip_conv2 = conv_norm_relu(256, 48, 1, norm_layer)
+        self.skip_conv2 = conv_norm_relu(c(256), c(48), 1, norm_layer)
         self.decode_quarter = nn.Sequential(
-            conv_norm_relu(256 + 48, 256, 3, norm_layer),
-            conv_norm_relu(256, 64, 3, norm_layer),
+            conv_norm_relu(c(256) + c(48), c(256), 3, norm_layer),
+            conv_norm_relu(c(256), w, 3, norm_layer),
         )
         # 1/4 -> 1/2: max-unpooling with the indices of the encoder's 3x3/2 max-pool (a x2
         # upsampling; the output size is given explicitly in forward).
         self.unpool = nn.MaxUnpool2d(kernel_size=2, stride=2)
-        self.skip_conv1 = conv_norm_relu(64, 32, 1, norm_layer)
+        self.skip_conv1 = conv_norm_relu(w, c(32), 1, norm_layer)
         self.decode_half = nn.Sequential(
-            conv_norm_relu(64 + 32, 64, 3, norm_layer),
-            conv_norm_relu(64, 64, 3, norm_layer),
+            conv_norm_relu(w + c(32), w, 3, norm_layer),
+            conv_norm_relu(w, w, 3, norm_layer),
         )
         # 1/2 -> 1/1: transposed conv, kernel 4, stride 2, padding 1 (exactly x2).
         self.up_full = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, kernel_size=4, stride=2, padding=1, bias=False),
-            norm_layer(32),
+            nn.ConvTranspose2d(w, c(32), kernel_size=4, stride=2, padding=1, bias=False),
+            norm_layer(c(32)),
             nn.ReLU(inplace=True),
         )
         self.decode_full = nn.Sequential(
-            conv_norm_relu(32 + 3, 32, 3, norm_layer),
-            conv_norm_relu(32, 32, 3, norm_layer),
+            conv_norm_relu(c(32) + 3, c(32), 3, norm_layer),
+            conv_norm_relu(c(32), c(32), 3, norm_layer),
         )
-        self.alpha_conv = nn.Conv2d(32, 1, kernel_size=3, padding=1)
+        self.alpha_conv = nn.Conv2d(c(32), 1, kernel_size=3, padding=1)
 
         if pretrained_path is not None:
             weights = checkpoint.load(pretrained_path, what="pretrained weights file",

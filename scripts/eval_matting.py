@@ -4,7 +4,7 @@ Usage::
 
     python scripts/eval_matting.py --pred results/alphagan/alpha --gt data/test/alpha \
         --trimap data/test/trimap [--json scores.json] [--baseline half] \
-        [--baseline cf --image data/test/image] [--allow-missing]
+        [--baseline zero] [--baseline cf --image data/test/image] [--allow-missing]
 
 Files in the three folders are matched by file-name stem (``.png .jpg .jpeg .bmp .tif .tiff``,
 any case), so ``pred/doll.png`` is scored against ``gt/doll.jpg`` and ``trimap/doll.bmp``.
@@ -21,8 +21,8 @@ Protocol (the Deep Image Matting benchmark's, see :mod:`util.metrics`):
   names the files), because a mean over a silently smaller set is not comparable with published
   numbers. ``--allow-missing`` turns this into one counted warning and scores the complete triples;
   the names then appear under ``"missing"`` in the result.
-* Baselines, scored on the same images so every report has a reference: ``half`` predicts alpha
-  0.5 (127.5 on the 0-255 scale) in the unknown region; ``cf`` runs closed-form matting
+* Baselines, scored on the same images so every report has a reference: ``zero`` predicts alpha
+  0 in the unknown region, ``half`` alpha 0.5 (127.5 on the 0-255 scale); ``cf`` runs closed-form matting
   (Levin et al. 2008, ``pymatting.estimate_alpha_cf``) on the RGB images of ``--image`` and
   rounds its output to 8 bits as if it had been saved as PNG.
 
@@ -58,7 +58,7 @@ from util.metrics import apply_trimap_known, evaluate_matte, quantize_trimap  # 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 METRICS = ("SAD", "MSE", "Grad", "Conn")
-BASELINES = ("half", "cf")
+BASELINES = ("zero", "half", "cf")
 _MAX_NAMES = 10
 
 
@@ -123,10 +123,14 @@ def read_rgb(path):
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float64) / 255.0
 
 
+def constant_baseline(trimap, value):
+    """A trivial baseline: ``(H, W)`` float64, ``value`` (0-255) in the unknown region."""
+    return apply_trimap_known(np.full(trimap.shape, float(value)), trimap)
+
+
 def half_baseline(trimap):
     """The trivial baseline: ``(H, W)`` float64, 127.5 (alpha 0.5) in the unknown region."""
-    pred = np.full(trimap.shape, 127.5)
-    return apply_trimap_known(pred, trimap)
+    return constant_baseline(trimap, 127.5)
 
 
 def closed_form_baseline(image, trimap, image_path="image"):
@@ -162,7 +166,7 @@ def evaluate_dirs(pred_dir, gt_dir, trimap_dir, baselines=(), image_dir=None, al
 
     Args:
         pred_dir, gt_dir, trimap_dir: folders of 8-bit gray mattes / trimaps (0-255).
-        baselines: any of ``"half"``, ``"cf"``, scored on the same images.
+        baselines: any of ``"zero"``, ``"half"``, ``"cf"``, scored on the same images.
         image_dir: folder of the RGB images, needed for ``"cf"``.
         pred_suffix: predictions are ``<stem><pred_suffix>.<ext>`` (``_alpha`` for test.py's images/).
         allow_missing: score only complete (pred, gt, trimap[, image]) sets and warn once about the
@@ -236,6 +240,8 @@ def evaluate_dirs(pred_dir, gt_dir, trimap_dir, baselines=(), image_dir=None, al
             per_image[stem] = evaluate_matte(pred, gt, trimap, copy_known=True)
         except ValueError as e:
             raise UserInputError(f"cannot score {paths['pred']} against {paths['gt']}: {e}") from e
+        if "zero" in baselines:
+            per_baseline["zero"][stem] = evaluate_matte(constant_baseline(trimap, 0), gt, trimap)
         if "half" in baselines:
             per_baseline["half"][stem] = evaluate_matte(half_baseline(trimap), gt, trimap)
         if "cf" in baselines:
@@ -309,7 +315,7 @@ def build_parser():
     p.add_argument("--trimap", required=True, help="folder of trimaps (0 / 128 / 255)")
     p.add_argument("--json", help="also write the scores to this JSON file")
     p.add_argument("--baseline", action="append", default=[], choices=BASELINES,
-                   help="also score a baseline: 'half' (alpha 0.5 in the unknown region) or 'cf' "
+                   help="also score a baseline: 'zero' / 'half' (alpha 0 / 0.5 in the unknown region) or 'cf' "
                         "(closed-form matting, needs --image); repeatable")
     p.add_argument("--image", help="folder of the RGB images (for --baseline cf)")
     p.add_argument("--pred_suffix", default="",
