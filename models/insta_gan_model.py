@@ -9,8 +9,8 @@ import torch
 from models import networks
 from models.base_model import BaseModel
 from models.losses import discriminator_loss
-from util.image_pool import ImagePool
 from util.errors import UserInputError
+from util.image_pool import ImagePool
 from util.train_step import Participation, participation
 
 
