@@ -63,7 +63,7 @@ class ResNet50Encoder(nn.Module):
 
     STAGE_DILATION = {"layer3": 2, "layer4": 4}
 
-    def __init__(self, norm_layer=nn.BatchNorm2d, width=64):
+    def __init__(self, norm_layer=nn.BatchNorm2d, width=64, in_channels=4):
         super().__init__()
         if width == 64:
             resnet = torchvision.models.resnet50(
@@ -72,8 +72,8 @@ class ResNet50Encoder(nn.Module):
         else:
             resnet = _ScaledResNet50(width, replace_stride_with_dilation=[False, True, True], norm_layer=norm_layer)
         self.width = width
-        # conv1 widened to RGB + trimap; same initialisation as torchvision's convolutions.
-        self.conv1 = nn.Conv2d(4, width, kernel_size=7, stride=2, padding=3, bias=False)
+        # conv1 widened to RGB + trimap (+ guidance channels); same initialisation as torchvision's.
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.bn1 = resnet.bn1 if width == 64 else norm_layer(width)
         self.relu = resnet.relu
@@ -116,8 +116,8 @@ class ResNet50Encoder(nn.Module):
     def load_torchvision_state_dict(self, state_dict, source):
         """Load a ``torchvision.models.resnet50`` state dict (ImageNet weights or a local file).
 
-        ``conv1.weight`` (64, 3, 7, 7) fills the RGB input channels; the trimap channel's weights
-        are set to zero, so at the start of training the network sees the image exactly as the
+        ``conv1.weight`` (64, 3, 7, 7) fills the RGB input channels; the trimap (and any guidance)
+        channels' weights are set to zero, so at the start of training the network sees the image exactly as the
         pretrained ResNet did. ``fc.*`` is ignored; with a norm that has no running statistics the
         file's ``running_mean`` / ``running_var`` / ``num_batches_tracked`` are ignored too.
         ``source`` names the weights in error messages. Raises :class:`UserInputError` if the dict
@@ -238,6 +238,9 @@ class AlphaGANGenerator(nn.Module):
             with affine parameters (they take the pretrained BatchNorm scales and shifts) and no
             running statistics. Used in encoder, ASPP and decoder. ``'none'`` is refused: the
             ResNet-50 encoder and its pretrained weights need a normalisation layer.
+        guidance_nc: extra input channels after the trimap (0 = paper), e.g. the known-colour
+            guidance of ``models/matting_guidance.py`` (7); they enter conv1 and, with the RGB, the
+            full-resolution decoder stage.
         width: base width (``--ngf``): 64 is ResNet-50 and the paper's decoder; a smaller multiple of
             4 scales every encoder, ASPP and decoder layer by ``width / 64`` (16: about 1/16 of the
             compute, for the CPU recipe of ``make demo-matting``; random initialisation only).
@@ -251,7 +254,7 @@ class AlphaGANGenerator(nn.Module):
     ``up_full``, ``decode_full``, ``alpha_conv``.
     """
 
-    def __init__(self, pretrained=False, pretrained_path=None, norm="batch", width=64):
+    def __init__(self, pretrained=False, pretrained_path=None, norm="batch", width=64, guidance_nc=0):
         super().__init__()
         if norm not in ("batch", "sync_batch", "instance"):
             raise UserInputError(
@@ -261,7 +264,8 @@ class AlphaGANGenerator(nn.Module):
             raise UserInputError(f"AlphaGAN generator: --ngf {width} must be a multiple of 4 (64 = ResNet-50).")
         norm_layer = get_norm_layer(norm, instance_affine=True)
         w, c = width, lambda n: n * width // 64   # c(n): the paper's n channels at this width
-        self.encoder = ResNet50Encoder(norm_layer, width)
+        self.guidance_nc = guidance_nc
+        self.encoder = ResNet50Encoder(norm_layer, width, 4 + guidance_nc)
         self.aspp = ASPP(c(2048), c(256), (6, 12, 18), norm_layer)
         # 1/4: ASPP upsampled x2 (256) + conv2_x reduced to 48 -> 3x3 convs; down to conv1's 64
         # channels so the encoder's pooling indices (B, 64, H/4, W/4) apply.
@@ -285,7 +289,7 @@ class AlphaGANGenerator(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.decode_full = nn.Sequential(
-            conv_norm_relu(c(32) + 3, c(32), 3, norm_layer),
+            conv_norm_relu(c(32) + 3 + guidance_nc, c(32), 3, norm_layer),
             conv_norm_relu(c(32), c(32), 3, norm_layer),
         )
         self.alpha_conv = nn.Conv2d(c(32), 1, kernel_size=3, padding=1)
@@ -299,9 +303,11 @@ class AlphaGANGenerator(nn.Module):
             self.encoder.load_torchvision_state_dict(download_imagenet_resnet50(), "torchvision IMAGENET1K_V1")
 
     def forward(self, x):
-        """(B, 4, H, W) [normalised RGB, trimap in {0, 0.5, 1}] -> alpha (B, 1, H, W) in [0, 1]."""
-        if x.dim() != 4 or x.shape[1] != 4:
-            raise ValueError(f"AlphaGANGenerator expects (B, 4, H, W) RGB + trimap, got {tuple(x.shape)}")
+        """(B, 4 + guidance_nc, H, W) [normalised RGB, trimap in {0, 0.5, 1}, guidance] -> alpha
+        (B, 1, H, W) in [0, 1]."""
+        if x.dim() != 4 or x.shape[1] != 4 + self.guidance_nc:
+            raise ValueError(f"AlphaGANGenerator expects (B, {4 + self.guidance_nc}, H, W) RGB + trimap"
+                             f"{' + guidance' if self.guidance_nc else ''}, got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, SIZE_MULTIPLE)
         feats = self.encoder(x)
@@ -311,7 +317,8 @@ class AlphaGANGenerator(nn.Module):
         y = self.unpool(y, feats["pool_indices"], output_size=feats["conv1"].shape[-2:])
         y = self.decode_half(torch.cat([y, self.skip_conv1(feats["conv1"])], dim=1))
         y = self.up_full(y)
-        y = self.decode_full(torch.cat([y, x[:, :3]], dim=1))
+        # Full resolution: the input RGB (and guidance channels) join the decoder's features.
+        y = self.decode_full(torch.cat([y, x[:, :3], x[:, 4:]], dim=1))
         alpha = torch.sigmoid(self.alpha_conv(y))
         return alpha[..., :h, :w]
 
