@@ -270,7 +270,8 @@ def define_G(input_nc, output_nc, ngf, netG, norm='batch', use_dropout=False, in
     elif netG == 'alphagan':
         from models.matting_networks import AlphaGANGenerator
         net = AlphaGANGenerator(pretrained=kwargs.get('pretrained', False),
-                                pretrained_path=kwargs.get('pretrained_path'), norm=norm, width=ngf)
+                                pretrained_path=kwargs.get('pretrained_path'), norm=norm, width=ngf,
+                                guidance_nc=input_nc - 4)
         do_init = False   # torchvision's ResNet init (or ImageNet weights); PyTorch's defaults elsewhere
     else:
         raise ValueError(f'generator {netG!r} is not one of resnet_9blocks, resnet_6blocks, unet_128, unet_256, '
