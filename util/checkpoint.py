@@ -235,4 +235,5 @@ def load_into(net, state, path, label):
         net.load_state_dict(state)
     except RuntimeError as e:
         raise UserInputError(f'{path} does not fit {label}: {str(e).splitlines()[-1].strip()}. '
-                             'Check --ngf/--ndf, --input_nc/--output_nc and --norm.') from None
+                             'Check --ngf/--ndf, --input_nc/--output_nc, --norm and the model\'s own architecture '
+                             'options (e.g. alphagan --guidance) against the run that wrote it.') from None
