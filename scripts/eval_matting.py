@@ -24,7 +24,10 @@ Protocol (the Deep Image Matting benchmark's, see :mod:`util.metrics`):
 * Baselines, scored on the same images so every report has a reference: ``zero`` predicts alpha
   0 in the unknown region, ``half`` alpha 0.5 (127.5 on the 0-255 scale); ``cf`` runs closed-form matting
   (Levin et al. 2008, ``pymatting.estimate_alpha_cf``) on the RGB images of ``--image`` and
-  rounds its output to 8 bits as if it had been saved as PNG.
+  rounds its output to 8 bits as if it had been saved as PNG; ``nearest`` projects each unknown pixel's
+  colour between the nearest known foreground and background colours
+  (:func:`models.matting_guidance.known_colours`, the evidence ``--guidance known_colours`` gives
+  AlphaGAN), also on ``--image`` and rounded to 8 bits.
 
 The result (and ``--json``) is::
 
@@ -58,7 +61,8 @@ from util.metrics import apply_trimap_known, evaluate_matte, quantize_trimap  # 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 METRICS = ("SAD", "MSE", "Grad", "Conn")
-BASELINES = ("zero", "half", "cf")
+BASELINES = ("zero", "half", "cf", "nearest")
+NEEDS_IMAGE = ("cf", "nearest")
 _MAX_NAMES = 10
 
 
@@ -156,6 +160,19 @@ def closed_form_baseline(image, trimap, image_path="image"):
     return np.round(np.clip(alpha, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def nearest_colour_baseline(image, trimap):
+    """Alpha projected between the nearest known colours (``models.matting_guidance.known_colours``),
+    rounded to 8 bits: ``(H, W, 3)`` float RGB in [0, 1], ``(H, W)`` uint8 trimap in {0, 128, 255} ->
+    ``(H, W)`` uint8 on a 0-255 scale."""
+    import torch
+    from models.matting_guidance import known_colours
+
+    rgb = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    tri = torch.from_numpy(np.where(trimap == 128, 0.5, trimap / 255.0).astype(np.float32))[None, None]
+    alpha = known_colours(rgb, tri)[2][0, 0].numpy()
+    return np.round(np.clip(alpha, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def _mean(per_image):
     return {m: float(np.mean([v[m] for v in per_image.values()])) for m in METRICS}
 
@@ -184,14 +201,15 @@ def evaluate_dirs(pred_dir, gt_dir, trimap_dir, baselines=(), image_dir=None, al
     for b in baselines:
         if b not in BASELINES:
             raise UserInputError(f"unknown baseline '{b}'; choose from {', '.join(BASELINES)}")
-    if "cf" in baselines and image_dir is None:
-        raise UserInputError("--baseline cf needs --image DIR, the folder of the RGB images the "
-                             "mattes belong to")
+    for b in NEEDS_IMAGE:
+        if b in baselines and image_dir is None:
+            raise UserInputError(f"--baseline {b} needs --image DIR, the folder of the RGB images the "
+                                 "mattes belong to")
 
     folders = {"pred": list_images(pred_dir, "prediction", pred_suffix),
                "gt": list_images(gt_dir, "ground-truth"),
                "trimap": list_images(trimap_dir, "trimap")}
-    if "cf" in baselines:
+    if any(b in baselines for b in NEEDS_IMAGE):
         folders["image"] = list_images(image_dir, "RGB image")
     dirs = {"pred": pred_dir, "gt": gt_dir, "trimap": trimap_dir, "image": image_dir}
 
@@ -244,14 +262,17 @@ def evaluate_dirs(pred_dir, gt_dir, trimap_dir, baselines=(), image_dir=None, al
             per_baseline["zero"][stem] = evaluate_matte(constant_baseline(trimap, 0), gt, trimap)
         if "half" in baselines:
             per_baseline["half"][stem] = evaluate_matte(half_baseline(trimap), gt, trimap)
-        if "cf" in baselines:
+        if any(b in baselines for b in NEEDS_IMAGE):
             image = read_rgb(paths["image"])
             if image.shape[:2] != trimap.shape:
                 raise UserInputError(
                     f"size mismatch: {paths['image']} is {image.shape[1]}x{image.shape[0]} but "
                     f"{paths['trimap']} is {trimap.shape[1]}x{trimap.shape[0]} (width x height)")
-            alpha = closed_form_baseline(image, trimap, paths["image"])
-            per_baseline["cf"][stem] = evaluate_matte(alpha, gt, trimap)
+            if "cf" in baselines:
+                per_baseline["cf"][stem] = evaluate_matte(closed_form_baseline(image, trimap, paths["image"]),
+                                                          gt, trimap)
+            if "nearest" in baselines:
+                per_baseline["nearest"][stem] = evaluate_matte(nearest_colour_baseline(image, trimap), gt, trimap)
 
     if quantised:
         warnings.warn(
@@ -315,9 +336,10 @@ def build_parser():
     p.add_argument("--trimap", required=True, help="folder of trimaps (0 / 128 / 255)")
     p.add_argument("--json", help="also write the scores to this JSON file")
     p.add_argument("--baseline", action="append", default=[], choices=BASELINES,
-                   help="also score a baseline: 'zero' / 'half' (alpha 0 / 0.5 in the unknown region) or 'cf' "
-                        "(closed-form matting, needs --image); repeatable")
-    p.add_argument("--image", help="folder of the RGB images (for --baseline cf)")
+                   help="also score a baseline: 'zero' / 'half' (alpha 0 / 0.5 in the unknown region), 'cf' "
+                        "(closed-form matting, needs --image) or 'nearest' (alpha projected between the nearest "
+                        "known colours, needs --image); repeatable")
+    p.add_argument("--image", help="folder of the RGB images (for --baseline cf / nearest)")
     p.add_argument("--pred_suffix", default="",
                    help="predictions are <stem><suffix>.png, e.g. _alpha for test.py's results/<name>/.../images")
     p.add_argument("--allow-missing", action="store_true",

@@ -185,6 +185,18 @@ def test_closed_form_baseline_beats_half_on_clean_composites(dataset, capsys):
         assert cf[stem]["MSE"] < half[stem]["MSE"]
 
 
+def test_nearest_colour_baseline_recovers_clean_two_colour_composites(dataset):
+    root, arrays = dataset
+    r = evaluate_dirs(*dirs(root), baselines=["nearest", "half"], image_dir=str(root / "image"))
+    near, half = r["baselines"]["nearest"]["per_image"], r["baselines"]["half"]["per_image"]
+    assert set(near) == set(CASES)
+    for stem in near:   # flat red over flat blue (+ noise sigma 2/255): the projection is the alpha
+        assert near[stem]["SAD"] < 0.1 * half[stem]["SAD"]
+        assert near[stem]["MSE"] < 1e-3
+    with pytest.raises(UserInputError, match="--baseline nearest needs --image"):
+        evaluate_dirs(*dirs(root), baselines=["nearest"])
+
+
 def test_cf_baseline_without_images_is_a_user_error(dataset, capsys):
     root, _ = dataset
     with pytest.raises(UserInputError, match="--image"):
