@@ -30,6 +30,7 @@ Usage: ``python scripts/demo_matting.py [--model alphagan|dim] [--iters 1200] [-
 [--no_cf]``. Exit status 0 when it ran (whatever the scores), 2 on a user error.
 """
 import argparse
+import functools
 import os
 import multiprocessing
 import shutil
@@ -76,6 +77,10 @@ def build_parser():
     p.add_argument('--real_test', default=str(ROOT / 'datasets' / 'matting_real_test'),
                    help='where the test layout of --real is made (once)')
     p.add_argument('--no_cf', action='store_true', help='skip the closed-form baseline on the real photographs')
+    p.add_argument('--cf_wait', type=float, default=60.0,
+                   help='seconds to wait, after the model is scored, for closed-form images still running '
+                        '(pymatting took from 3 s to over 10 min per photograph here); those are named as '
+                        'not finished')
     p.add_argument('--iters', type=int, default=1200, help='training iterations of --batch_size crops')
     p.add_argument('--batch_size', type=int, default=4)
     p.add_argument('--crop_size', type=int, default=128, help='training crop side (windows resized to it)')
@@ -118,22 +123,38 @@ def test_args(a, dataroot, results_dir):
             '--num_test', '100000', '--results_per_page', '0', '--eval', *model_args(a)]
 
 
-def closed_form_scores(test_root):
-    """Closed-form matting on every image of a test layout: ``({stem: metrics}, {stem: error})``.
+def closed_form_one(test_root, f):
+    """Closed-form matting on ``test_root/merged/f``: ``(stem, metrics or None, error or None)``.
     Runs in a child process (one thread) while the model trains."""
     os.environ['NUMBA_NUM_THREADS'] = '1'
     from scripts.eval_matting import closed_form_baseline, read_gray, read_rgb
     from util.metrics import evaluate_matte
+    stem = os.path.splitext(f)[0]
+    gt = read_gray(os.path.join(test_root, 'alpha', f), 'ground truth')
+    trimap = read_gray(os.path.join(test_root, 'trimaps', f), 'trimap')
+    try:
+        alpha = closed_form_baseline(read_rgb(os.path.join(test_root, 'merged', f)), trimap)
+        return stem, evaluate_matte(alpha, gt, trimap), None
+    except Exception as e:   # pymatting's solver: report, do not hide
+        return stem, None, f'{type(e).__name__}: {e}'.splitlines()[0][:120]
+
+
+def collect_closed_form(jobs, files, wait_s):
+    """``({stem: metrics}, {stem: why not})`` from the ``imap`` iterator ``jobs`` over ``files``,
+    waiting at most ``wait_s`` seconds from now for those not done yet."""
     scores, failed = {}, {}
-    for f in sorted(os.listdir(os.path.join(test_root, 'merged'))):
-        stem = os.path.splitext(f)[0]
-        gt = read_gray(os.path.join(test_root, 'alpha', f), 'ground truth')
-        trimap = read_gray(os.path.join(test_root, 'trimaps', f), 'trimap')
+    deadline = time.time() + wait_s
+    for i, f in enumerate(files):
         try:
-            alpha = closed_form_baseline(read_rgb(os.path.join(test_root, 'merged', f)), trimap)
-            scores[stem] = evaluate_matte(alpha, gt, trimap)
-        except Exception as e:   # pymatting's solver: report, do not hide
-            failed[stem] = f'{type(e).__name__}: {e}'.splitlines()[0][:120]
+            stem, metrics, error = jobs.next(timeout=max(0.1, deadline - time.time()))
+        except multiprocessing.TimeoutError:
+            for g in files[i:]:
+                failed[os.path.splitext(g)[0]] = f'not finished within --cf_wait {wait_s:g} s'
+            break
+        if metrics is None:
+            failed[stem] = error
+        else:
+            scores[stem] = metrics
     return scores, failed
 
 
@@ -188,8 +209,7 @@ def summary(label, result, m):
         line = f'{title} {mean(per_image, "SAD"):.2f}'
         failed = result['baselines'][b].get('failed') or {}
         if failed:
-            line += (f' (on {len(per_image)} images; pymatting failed on {", ".join(sorted(failed))}: '
-                     f'{next(iter(failed.values()))})')
+            line += f' (on {len(per_image)} images; ' + '; '.join(f'{k}: {v}' for k, v in sorted(failed.items())) + ')'
         parts.append(line)
     best_constant = min(mean(result['baselines'][b]['per_image'], 'SAD') for b in ('zero', 'half'))
     print(f'{label}, {result["count"]} images, mean SAD (/1000, unknown region): ' + '; '.join(parts))
@@ -212,8 +232,9 @@ def main(argv=None):
             make_matting_dataset(a.dataroot)
         real_root = real_test_root(a)
         if real_root is not None and not a.no_cf:
+            cf_files = sorted(os.listdir(os.path.join(real_root, 'merged')))
             pool = multiprocessing.get_context('spawn').Pool(1)
-            cf_job = pool.apply_async(closed_form_scores, (real_root,))
+            cf_job = pool.imap(functools.partial(closed_form_one, real_root), cf_files)
         t0 = time.time()
         rc = train_script.main(train_args(a))
         if rc != 0:
@@ -225,8 +246,8 @@ def main(argv=None):
         if real_root is not None:
             cf = None
             if cf_job is not None:
-                print('waiting for the closed-form baseline ...', flush=True)
-                cf = cf_job.get()
+                print(f'waiting at most {a.cf_wait:g} s for the closed-form baseline ...', flush=True)
+                cf = collect_closed_form(cf_job, cf_files, a.cf_wait)
             real, page = score(a, real_root, os.path.join(a.results_dir, 'real_photos'), cf)
             pages.append(page)
     except UserInputError as e:
