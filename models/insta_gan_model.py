@@ -4,11 +4,13 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
+import numpy as np
 import torch
 
+from data.trimap import trimap_from_masks
 from models import networks
 from models.base_model import BaseModel
-from models.losses import discriminator_loss
+from models.losses import alpha_prediction_loss, composition_loss, discriminator_loss
 from util.errors import UserInputError
 from util.image_pool import ImagePool
 from util.train_step import Participation, participation
@@ -21,12 +23,20 @@ class SideNames(NamedTuple):
     idt: str
     ctx: str
     D: str
+    alpha: str
+    comp: str
 
 
 # side A: G_A translates A -> B, judged by D_A; side B: G_B translates B -> A, judged by D_B
-NAMES = {'A': SideNames('G_A', 'cyc_A', 'idt_B', 'ctx_A', 'D_A'),
-         'B': SideNames('G_B', 'cyc_B', 'idt_A', 'ctx_B', 'D_B')}
+NAMES = {'A': SideNames('G_A', 'cyc_A', 'idt_B', 'ctx_A', 'D_A', 'alpha_A', 'comp_A'),
+         'B': SideNames('G_B', 'cyc_B', 'idt_A', 'ctx_B', 'D_B', 'alpha_B', 'comp_B')}
 LOSS_SIDE = {name: side for side, names in NAMES.items() for name in names}
+
+# --blend matte: a union below this (in [0, 1]) is no instance. tanh masks never reach -1, so
+# without a floor every pixel of the image would be blended a little (0.5% per mask slot).
+ALPHA_FLOOR = 0.05
+# the edge band of --lambda_alpha: dilation minus erosion of a real mask, 3x3 ellipse, 2 iterations
+EDGE_BAND = (3, 2)
 
 
 def merge_masks(segs):
@@ -37,6 +47,50 @@ def merge_masks(segs):
 def is_nonempty(segs):
     """(B, N, H, W) in [-1, 1] -> (B, N) bool: a slot is empty when all its pixels are -1."""
     return (segs > -1).flatten(2).any(2)
+
+
+def masks_to_alpha(segs):
+    """Alpha matte of a set of masks: their union (:func:`merge_masks`) mapped to [0, 1], below
+    ``ALPHA_FLOOR`` set to 0 and stretched back to [0, 1]. (B, N, H, W) in [-1, 1] -> (B, 1, H, W)
+    in [0, 1]; exactly 0 where every mask is below -1 + 2 * ALPHA_FLOOR (e.g. empty slots)."""
+    union = (merge_masks(segs) + 1) / 2
+    return ((union - ALPHA_FLOOR) / (1 - ALPHA_FLOOR)).clamp(0, 1)
+
+
+def composite(alpha, fg, bg):
+    """``alpha * fg + (1 - alpha) * bg``: alpha (B, 1, H, W) in [0, 1]; fg, bg (B, C, H, W). Where
+    alpha is 0 the result is ``bg`` bit for bit."""
+    return alpha * fg + (1 - alpha) * bg
+
+
+def blend_translation(inp, out):
+    """``--blend matte``: a generator's output with its image composited over its input's.
+
+    inp, out: (b, 3 + n, H, W) in [-1, 1], ``cat[image, masks]`` into and out of a set generator.
+    alpha (b, 1, H, W) in [0, 1] is the soft union of the input and translated masks (the region an
+    instance leaves and the region it takes, :func:`masks_to_alpha`). Returns (translation with
+    image ``alpha * G_img + (1 - alpha) * x`` and the translated masks, alpha).
+
+    alpha is learned through, not detached: the GAN, cycle and context losses then reach the mask
+    outputs through the composite, so a translated mask must cover exactly the pixels that
+    should change -- the masks act as alpha mattes. Detached, the masks would get no signal from
+    the image at all and the composite could not correct a mask that is too small. Not feathered:
+    the real masks are hard ({-1, 1}) but the translated ones are soft (tanh), so the edges the
+    generator draws are the edges of the composite; a blur would change pixels outside both masks.
+    """
+    alpha = masks_to_alpha(torch.cat([inp[:, 3:], out[:, 3:]], 1))
+    return torch.cat([composite(alpha, out[:, :3], inp[:, :3]), out[:, 3:]], 1), alpha
+
+
+def edge_band(segs):
+    """The edge band of each real mask, made as trimaps are made (``data/trimap.py``, dilation minus
+    erosion, ``EDGE_BAND``): (B, N, H, W) in {-1, 1} -> (B, N, H, W) bool (empty slots: no band).
+    Computed on the host with OpenCV, as the trimaps of the matting data."""
+    masks = (segs.detach() > 0).cpu().numpy()
+    band = np.zeros(masks.shape, bool)
+    for idx in zip(*np.nonzero(masks.any((2, 3)))):
+        band[idx] = trimap_from_masks(masks[idx], masks[idx], *EDGE_BAND, mode='dilate_erode') == 128
+    return torch.from_numpy(band).to(segs.device)
 
 
 def weighted_l1(src, tgt, weight):
@@ -55,6 +109,16 @@ class InstaGANModel(BaseModel):
     image and masks, x lambda_A/B); identity ``idt_A/idt_B`` (x lambda_idt x lambda_B/A);
     context-preserving ``ctx_A/ctx_B``: L1 between the pass's input and translated image, weighted by
     the background of both the real and the translated masks (x lambda_ctx x lambda_A/B).
+
+    ``--blend matte`` (default ``none``, the official model): every generator call's image is
+    composited over its input image with the soft union of the input and translated masks as alpha
+    (:func:`blend_translation`), so pixels outside both are the input's exactly; the alpha of the
+    forward translations is shown as ``fake_B_alpha`` / ``fake_A_alpha`` (in [-1, 1] like the masks).
+    Matting losses (Deep Image Matting, ``models/losses.py``; off by default):
+    ``alpha_A/alpha_B`` (``--lambda_alpha``): alpha-prediction loss between reconstructed and real
+    masks (in [0, 1]) over the real masks' edge bands; ``comp_A/comp_B`` (``--lambda_comp``):
+    compositional loss, the translated image against the composite of itself over the input image
+    with its own translated masks as alpha, over the input's background (outside the input masks).
 
     Sequential mini-batch translation: up to ``ins_max`` masks are selected per sample (largest
     first, or random order) and translated ``ins_per`` at a time; each pass takes the previous
@@ -75,6 +139,12 @@ class InstaGANModel(BaseModel):
         parser.add_argument('--ins_per', type=int, default=2, help='instances translated per pass')
         parser.add_argument('--n_blocks', type=int, default=9,
                             help='residual blocks of each set-generator encoder (official: 9)')
+        parser.add_argument('--blend', default='none', choices=['none', 'matte'],
+                            help='none: the official model; matte: composite each translated image over its input '
+                                 'with the union of input and translated masks as alpha')
+        parser.add_argument('--upsample', default='transpose', choices=networks.UPSAMPLE_MODES,
+                            help='decoder upsampling: transposed conv (official) or resize (nearest / bilinear '
+                                 'x2) then 3x3 conv')
         if is_train:
             parser.add_argument('--lambda_A', type=float, default=10.0, help='weight of cycle loss A->B->A')
             parser.add_argument('--lambda_B', type=float, default=10.0, help='weight of cycle loss B->A->B')
@@ -82,6 +152,12 @@ class InstaGANModel(BaseModel):
                                 help='identity loss weight, multiplied by lambda_A/B (0 disables)')
             parser.add_argument('--lambda_ctx', type=float, default=1.0,
                                 help='context-preserving loss weight, multiplied by lambda_A/B (0 disables)')
+            parser.add_argument('--lambda_alpha', type=float, default=0.0,
+                                help='Deep Image Matting alpha loss between reconstructed and real masks over '
+                                     'their edge bands (0 disables)')
+            parser.add_argument('--lambda_comp', type=float, default=0.0,
+                                help='Deep Image Matting compositional loss tying the translated image to its '
+                                     'translated masks over the input background (0 disables)')
         return parser
 
     def __init__(self, opt):
@@ -89,13 +165,26 @@ class InstaGANModel(BaseModel):
         if opt.ins_per < 1 or opt.ins_max < 1:
             raise UserInputError(f'--ins_max and --ins_per must be at least 1 (got {opt.ins_max}, {opt.ins_per})')
         self.n_passes = math.ceil(opt.ins_max / opt.ins_per)
+        self.blend = opt.blend == 'matte'
         self.loss_names = ['D_A', 'G_A', 'cyc_A', 'idt_A', 'ctx_A', 'D_B', 'G_B', 'cyc_B', 'idt_B', 'ctx_B']
+        if self.isTrain:
+            if opt.lambda_alpha < 0 or opt.lambda_comp < 0:
+                raise UserInputError(f'--lambda_alpha and --lambda_comp must be >= 0 (got {opt.lambda_alpha}, '
+                                     f'{opt.lambda_comp})')
+            for lam, name in ((opt.lambda_alpha, 'alpha'), (opt.lambda_comp, 'comp')):
+                if lam > 0:
+                    self.loss_names += [f'{name}_A', f'{name}_B']
         self.visual_names = ['real_A_img', 'fake_B_img', 'rec_A_img', 'real_A_seg', 'fake_B_seg', 'rec_A_seg',
                              'real_B_img', 'fake_A_img', 'rec_B_img', 'real_B_seg', 'fake_A_seg', 'rec_B_seg']
+        if self.blend:
+            self.visual_names[6:6] = ['fake_B_alpha']
+            self.visual_names += ['fake_A_alpha']
         self.model_names = ['G_A', 'G_B', 'D_A', 'D_B'] if self.isTrain else ['G_A', 'G_B']
         g_args = (opt.ngf, opt.netG, opt.norm, not opt.no_dropout, opt.init_type, opt.init_gain, self.device)
-        self.netG_A = networks.define_G(opt.input_nc, opt.output_nc, *g_args, n_blocks=opt.n_blocks)
-        self.netG_B = networks.define_G(opt.output_nc, opt.input_nc, *g_args, n_blocks=opt.n_blocks)
+        self.netG_A = networks.define_G(opt.input_nc, opt.output_nc, *g_args, n_blocks=opt.n_blocks,
+                                        upsample=opt.upsample)
+        self.netG_B = networks.define_G(opt.output_nc, opt.input_nc, *g_args, n_blocks=opt.n_blocks,
+                                        upsample=opt.upsample)
         # one generator call for several inputs is exact only when samples are normalised alone
         self.fuse_calls = opt.norm in ('instance', 'none')
         if self.isTrain:
@@ -152,14 +241,18 @@ class InstaGANModel(BaseModel):
         fake_B = G_A(real_A), rec_A = G_B(fake_B), fake_A = G_B(real_B), rec_B = G_A(fake_A), and
         with ``with_idt`` the identity mappings idt_A = G_A(real_B), idt_B = G_B(real_A). With
         per-sample normalisation the calls of one generator are fused into one batch (per-sample
-        results unchanged). Returns (fake_B, rec_A, fake_A, rec_B, idt_A, idt_B) (idt_* None without)."""
+        results unchanged). With ``--blend matte`` each output's image is composited over its own
+        input's (:func:`blend_translation`). Returns (fake_B, rec_A, fake_A, rec_B, idt_A, idt_B)
+        (idt_* None without)."""
         def call(net, xs):
             sizes = [x.shape[0] for x in xs]
             if sum(sizes) == 0:
                 return list(xs)
             if self.fuse_calls:
-                return list(net(torch.cat(xs, 0)).split(sizes, 0))
-            return [net(x) if x.shape[0] else x for x in xs]
+                ys = list(net(torch.cat(xs, 0)).split(sizes, 0))
+            else:
+                ys = [net(x) if x.shape[0] else x for x in xs]
+            return [blend_translation(x, y)[0] for x, y in zip(xs, ys)] if self.blend else ys
         fake_B, *idt_A = call(self.netG_A, [real_A] + ([real_B] if with_idt else []))
         rec_A, fake_A, *idt_B = call(self.netG_B, [fake_B, real_B] + ([real_A] if with_idt else []))
         rec_B, = call(self.netG_A, [fake_A])
@@ -194,6 +287,8 @@ class InstaGANModel(BaseModel):
             B=PassSide(part_B, real_B, fake_A, rec_B, idt_A, self.seq_B.with_all_masks(part_B.index, slots, fake_A)))
         for seq, side in ((self.seq_A, self.current_pass.A), (self.seq_B, self.current_pass.B)):
             seq.advance(side.part.kept(side.part.index), slots, side.part.kept(side.fake), side.part.kept(side.rec))
+            if self.blend:
+                seq.add_alpha(side.part.kept(side.part.index), side.part.kept(side.alpha()))
         self.set_visuals()
         return self.current_pass
 
@@ -202,6 +297,8 @@ class InstaGANModel(BaseModel):
         self.rec_A_img, self.rec_B_img = self.seq_A.rec_image, self.seq_B.rec_image
         self.fake_B_seg, self.fake_A_seg = merge_masks(self.seq_A.fake_segs), merge_masks(self.seq_B.fake_segs)
         self.rec_A_seg, self.rec_B_seg = merge_masks(self.seq_A.rec_segs), merge_masks(self.seq_B.rec_segs)
+        if self.blend:
+            self.fake_B_alpha, self.fake_A_alpha = self.seq_A.alpha * 2 - 1, self.seq_B.alpha * 2 - 1
 
     def test(self):
         """Sequential translation of all ``ins_max`` instances without gradients (test.py)."""
@@ -236,7 +333,34 @@ class InstaGANModel(BaseModel):
             n = side.real.shape[1] - 3
             weight = (1 - merge_masks(torch.cat([side.real[:, 3:], side.fake[:, 3:3 + n]], 1))) / 2
             out[names.ctx] = weighted_l1(side.real[:, :3], side.fake[:, :3], weight) * lam * o.lambda_ctx
+        if o.lambda_alpha > 0:
+            out[names.alpha] = self.alpha_loss(side) * o.lambda_alpha
+        if o.lambda_comp > 0:
+            out[names.comp] = self.comp_loss(side) * o.lambda_comp
         return out
+
+    @staticmethod
+    def alpha_loss(side):
+        """Deep Image Matting's alpha-prediction loss between the reconstructed and the real masks of
+        the pass, both mapped to [0, 1], over the real masks' edge bands (:func:`edge_band`): each
+        mask slot is one (1, H, W) alpha, so instance boundaries must come back sharp."""
+        b, c, H, W = side.real.shape
+        real, rec = side.real[:, 3:].reshape(-1, 1, H, W), side.rec[:, 3:].reshape(-1, 1, H, W)
+        return alpha_prediction_loss((rec + 1) / 2, (real + 1) / 2, edge_band(real))
+
+    @staticmethod
+    def comp_loss(side):
+        """Deep Image Matting's compositional loss tying the translated image I to its translated masks:
+        alpha_t (their union, :func:`masks_to_alpha`) composited over the input image x with I as the
+        foreground must give I back, ``|alpha_t I + (1 - alpha_t) x - I| = (1 - alpha_t) |I - x|``,
+        over the input's background (outside the input masks, where x is the true background). It
+        penalises image change where the masks say background, and pushes the masks to cover the
+        pixels that changed. Images in [0, 1] as the loss requires."""
+        n = side.real.shape[1] - 3
+        x, fake = (side.real[:, :3] + 1) / 2, (side.fake[:, :3] + 1) / 2
+        alpha_t = masks_to_alpha(side.fake[:, 3:3 + n])
+        background = merge_masks(side.real[:, 3:]) < 0
+        return composition_loss(alpha_t, fake, x, fake, background)
 
     def discriminator_losses(self, step):
         """D_A: real B sets -> real, pooled translations of pass ``step`` (with the masks of every pass so
@@ -295,6 +419,12 @@ class PassSide:
     idt: Optional[torch.Tensor]
     fake_set: torch.Tensor
 
+    def alpha(self):
+        """``--blend matte``'s alpha of this translation (b, 1, H, W) in [0, 1] (recomputed, no graph)."""
+        n = self.real.shape[1] - 3
+        with torch.no_grad():
+            return masks_to_alpha(torch.cat([self.real[:, 3:], self.fake[:, 3:3 + n]], 1))
+
 
 @dataclass
 class Pass:
@@ -315,18 +445,22 @@ class Sequence:
     ``image``: (B, 3, H, W) the input of the next pass (the real image translated by the passes so
     far); ``fake_segs`` / ``rec_segs``: (B, ins_max, H, W) translated / reconstructed masks so far
     (-1 where not yet translated); ``rec_image``: (B, 3, H, W) the reconstruction of the first pass
-    each sample took part in (the real image until then); ``rec_taken``: (B,) bool, whether it has one."""
+    each sample took part in (the real image until then); ``rec_taken``: (B,) bool, whether it has one;
+    ``alpha``: (B, 1, H, W) in [0, 1], with ``--blend matte`` the largest alpha of the passes so far
+    (the region of the image the composites may have changed; 0 until then)."""
     image: torch.Tensor
     fake_segs: torch.Tensor
     rec_segs: torch.Tensor
     rec_image: torch.Tensor
     rec_taken: torch.Tensor
+    alpha: torch.Tensor
 
     @classmethod
     def start(cls, image, segs):
         empty = -torch.ones_like(segs)
         return cls(image, empty, empty.clone(), image.clone(),
-                   torch.zeros(image.shape[0], dtype=torch.bool, device=image.device))
+                   torch.zeros(image.shape[0], dtype=torch.bool, device=image.device),
+                   torch.zeros_like(image[:, :1]))
 
     def with_all_masks(self, index, slots, fake):
         """``fake`` (b, 3 + n, H, W) of samples ``index`` with the translated masks of the earlier
@@ -345,3 +479,8 @@ class Sequence:
         first = ~self.rec_taken[index]
         self.rec_image[index[first]] = rec[first, :3].detach()
         self.rec_taken[index] = True
+
+    @torch.no_grad()
+    def add_alpha(self, index, alpha):
+        """Take the alpha (b, 1, H, W) of a pass's composites for samples ``index`` (b,)."""
+        self.alpha = self.alpha.index_copy(0, index, torch.maximum(self.alpha[index], alpha))

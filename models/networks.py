@@ -103,6 +103,25 @@ def init_net(net, init_type='normal', init_gain=0.02, device='cpu', init=True):
 
 
 # ----------------------------------------------------------------------------- generators
+UPSAMPLE_MODES = ('transpose', 'resize', 'resize_bilinear')
+
+
+def upsampling_layer(in_nc, out_nc, mode='transpose', use_bias=True):
+    """x2 upsampling conv of the ResNet decoders: (B, in_nc, h, w) -> (B, out_nc, 2h, 2w).
+
+    ``transpose``: ConvTranspose2d(3, stride 2), CycleGAN's and the official InstaGAN's (their
+    checkpoints' keys); ``resize`` / ``resize_bilinear``: nearest / bilinear x2 resize, then a 3x3
+    conv ("resize-convolution", Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts",
+    Distill 2016): every output pixel sees the same number of kernel taps, so no checkerboard."""
+    if mode == 'transpose':
+        return nn.ConvTranspose2d(in_nc, out_nc, kernel_size=3, stride=2, padding=1, output_padding=1, bias=use_bias)
+    if mode in ('resize', 'resize_bilinear'):
+        resize = nn.Upsample(scale_factor=2, mode='nearest') if mode == 'resize' else \
+            nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False)
+        return nn.Sequential(resize, nn.Conv2d(in_nc, out_nc, kernel_size=3, padding=1, bias=use_bias))
+    raise ValueError(f'upsampling {mode!r} is not one of {", ".join(UPSAMPLE_MODES)}')
+
+
 class ResnetBlock(nn.Module):
     """x + conv-norm-relu-(dropout)-conv-norm(x): (B, dim, H, W) -> (B, dim, H, W).
 
@@ -134,10 +153,11 @@ class ResnetGenerator(nn.Module):
     """CycleGAN's ResNet generator: c7s1-ngf, d2ngf, d4ngf, n_blocks x R4ngf, u2ngf, ungf, c7s1-out.
 
     (B, input_nc, H, W) in [-1, 1] -> (B, output_nc, H, W) in [-1, 1] (tanh); H, W multiples of 4.
+    ``upsample``: the u-layers' x2 upsampling (:func:`upsampling_layer`; default transposed conv).
     """
 
     def __init__(self, input_nc, output_nc, ngf=64, norm_layer=nn.BatchNorm2d, use_dropout=False, n_blocks=6,
-                 padding_type='reflect'):
+                 padding_type='reflect', upsample='transpose'):
         super().__init__()
         use_bias = uses_bias(norm_layer)
         model = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=use_bias),
@@ -150,8 +170,7 @@ class ResnetGenerator(nn.Module):
             model.append(ResnetBlock(ngf * 4, padding_type, norm_layer, use_dropout, use_bias))
         for i in range(2):
             mult = 2 ** (2 - i)
-            model += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1,
-                                         output_padding=1, bias=use_bias),
+            model += [upsampling_layer(ngf * mult, ngf * mult // 2, upsample, use_bias),
                       norm_layer(ngf * mult // 2), nn.ReLU(True)]
         model += [nn.ReflectionPad2d(3), ShiftSumConv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*model)
@@ -252,13 +271,17 @@ class PixelDiscriminator(nn.Module):
 def define_G(input_nc, output_nc, ngf, netG, norm='batch', use_dropout=False, init_type='normal', init_gain=0.02,
              device='cpu', **kwargs):
     """Build and initialise a generator: resnet_9blocks | resnet_6blocks | unet_128 | unet_256 | set |
-    alphagan. ``kwargs`` go to the model-specific constructors (e.g. ``pretrained`` for alphagan)."""
+    alphagan. ``kwargs`` go to the model-specific constructors (e.g. ``pretrained`` for alphagan;
+    ``upsample`` for the ResNet and set generators, see :func:`upsampling_layer`)."""
     norm_layer = get_norm_layer(norm)
     do_init = True
+    upsample = kwargs.get('upsample', 'transpose')
     if netG == 'resnet_9blocks':
-        net = ResnetGenerator(input_nc, output_nc, ngf, norm_layer=norm_layer, use_dropout=use_dropout, n_blocks=9)
+        net = ResnetGenerator(input_nc, output_nc, ngf, norm_layer=norm_layer, use_dropout=use_dropout, n_blocks=9,
+                              upsample=upsample)
     elif netG == 'resnet_6blocks':
-        net = ResnetGenerator(input_nc, output_nc, ngf, norm_layer=norm_layer, use_dropout=use_dropout, n_blocks=6)
+        net = ResnetGenerator(input_nc, output_nc, ngf, norm_layer=norm_layer, use_dropout=use_dropout, n_blocks=6,
+                              upsample=upsample)
     elif netG == 'unet_128':
         net = UnetGenerator(input_nc, output_nc, 7, ngf, norm_layer=norm_layer, use_dropout=use_dropout)
     elif netG == 'unet_256':
@@ -266,7 +289,7 @@ def define_G(input_nc, output_nc, ngf, netG, norm='batch', use_dropout=False, in
     elif netG == 'set':
         from models.set_networks import ResnetSetGenerator
         net = ResnetSetGenerator(input_nc, output_nc, ngf, norm_layer=norm_layer, use_dropout=use_dropout,
-                                 n_blocks=kwargs.get('n_blocks', 9))
+                                 n_blocks=kwargs.get('n_blocks', 9), upsample=upsample)
     elif netG == 'alphagan':
         from models.matting_networks import AlphaGANGenerator
         net = AlphaGANGenerator(pretrained=kwargs.get('pretrained', False),

@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from models.networks import ResnetBlock, uses_bias
+from models.networks import ResnetBlock, upsampling_layer, uses_bias
 from models.shift_conv import ShiftSumConv2d
 
 
@@ -81,10 +81,12 @@ class ResnetSetGenerator(nn.Module):
     With f_img the image feature and S = sum of the sample's instance features:
       `decoder_img` sees [f_img, S]            (2C channels) -> image;
       `decoder_seg` sees [f_seg_i, f_img, S]   (3C channels) -> mask i, for every instance i.
+    `upsample`: the decoders' x2 upsampling (:func:`models.networks.upsampling_layer`; the default,
+    transposed conv, is the official layout).
     """
 
     def __init__(self, input_nc=3, output_nc=3, ngf=64, norm_layer=nn.InstanceNorm2d, use_dropout=False,
-                 n_blocks=9, padding_type='reflect'):
+                 n_blocks=9, padding_type='reflect', upsample='transpose'):
         assert n_blocks >= 0
         super().__init__()
         self.input_nc = input_nc
@@ -96,8 +98,8 @@ class ResnetSetGenerator(nn.Module):
                                             padding_type, use_bias)
         self.encoder_seg = self.get_encoder(1, n_downsampling, ngf, norm_layer, use_dropout, n_blocks,
                                             padding_type, use_bias)
-        self.decoder_img = self.get_decoder(output_nc, n_downsampling, 2 * ngf, norm_layer, use_bias)
-        self.decoder_seg = self.get_decoder(1, n_downsampling, 3 * ngf, norm_layer, use_bias)
+        self.decoder_img = self.get_decoder(output_nc, n_downsampling, 2 * ngf, norm_layer, use_bias, upsample)
+        self.decoder_seg = self.get_decoder(1, n_downsampling, 3 * ngf, norm_layer, use_bias, upsample)
 
     @staticmethod
     def get_encoder(input_nc, n_downsampling, ngf, norm_layer, use_dropout, n_blocks, padding_type, use_bias):
@@ -118,13 +120,12 @@ class ResnetSetGenerator(nn.Module):
         return nn.Sequential(*model)
 
     @staticmethod
-    def get_decoder(output_nc, n_downsampling, ngf, norm_layer, use_bias):
+    def get_decoder(output_nc, n_downsampling, ngf, norm_layer, use_bias, upsample='transpose'):
         """(B, ngf * 2**n, h, w) -> (B, output_nc, h * 2**n, w * 2**n) in [-1, 1] (tanh)."""
         model = []
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)
-            model += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1,
-                                         output_padding=1, bias=use_bias),
+            model += [upsampling_layer(ngf * mult, ngf * mult // 2, upsample, use_bias),
                       norm_layer(ngf * mult // 2),
                       nn.ReLU(True)]
         model += [nn.ReflectionPad2d(3),

@@ -26,6 +26,7 @@ import os
 import sys
 import time
 
+import cv2
 import numpy as np
 import torch
 
@@ -38,6 +39,8 @@ from util.util import atomic_write, tensor2im  # noqa: E402
 
 SATURATION_MIN = 0.25   # output pixels more saturated than this count as instance pixels
 DIRECTIONS = (('A', 'AtoB'), ('B', 'BtoA'))   # (input side, direction)
+VARIANT_KEYS = {'insta_gan': 'insta_gan', 'insta_gan --blend matte': 'insta_gan_matte',   # row -> --models key
+                'insta_gan --blend matte + matting losses': 'insta_gan_matte_losses', 'cycle_gan': 'cycle_gan'}
 
 
 def saturation(img):
@@ -98,7 +101,8 @@ def load_test_batches(dataroot, n_test, opt_args=()):
 def translate_test_set(model_name, opt_args, dataroot, n_test):
     """Load a trained run and translate testA to B and testB to A.
 
-    Yields (direction 'AtoB' | 'BtoA', real uint8, fake uint8, [input instance masks])."""
+    Yields (direction 'AtoB' | 'BtoA', real uint8, fake uint8, [input instance masks], translated
+    masks' union (H, W) bool or None for a model without masks)."""
     from models import create_model
     opt, batches = load_test_batches(dataroot, n_test, ['--model', model_name, *opt_args])
     model = create_model(opt)
@@ -110,27 +114,57 @@ def translate_test_set(model_name, opt_args, dataroot, n_test):
                 model.set_input(batch)
                 model.test()
                 fakes = {'A': model.fake_B_img, 'B': model.fake_A_img}
+                fake_masks = {'A': model.fake_B_seg[0, 0].cpu().numpy() > 0, 'B': model.fake_A_seg[0, 0].cpu().numpy() > 0}
             else:
                 fakes = {'A': model.netG_A(batch['A'].to(model.device)),
                          'B': model.netG_B(batch['B'].to(model.device))}
+                fake_masks = {'A': None, 'B': None}
         for side, direction in DIRECTIONS:
-            yield direction, tensor2im(batch[side]), tensor2im(fakes[side]), instance_masks(batch, side)
+            yield (direction, tensor2im(batch[side]), tensor2im(fakes[side]), instance_masks(batch, side),
+                   fake_masks[side])
 
 
-def summarise(bg_sum, bg_n, per_instance):
+def outside_both(real, fake, masks, margin=2):
+    """(abs-diff sum, pixel count) of the background outside both the input instances' grown boxes
+    and the instances visible in the output (its saturated pixels grown by ``margin``): the pixels no
+    translation of an instance may touch. real, fake (H, W, 3) uint8; masks as in :func:`judge`."""
+    outside = ~np.any([grown_box(m, margin) for m in masks], axis=0) if masks else np.ones(real.shape[:2], bool)
+    sat = saturation(fake) > SATURATION_MIN
+    if sat.any():
+        k = 2 * margin + 1
+        outside &= cv2.dilate(sat.astype(np.uint8), np.ones((k, k), np.uint8)) == 0
+    diff = np.abs(real.astype(np.float32) - fake.astype(np.float32)).mean(2)
+    return float(diff[outside].sum()), int(outside.sum())
+
+
+def mask_iou(fake, fake_mask):
+    """IoU of a model's translated masks (their union, (H, W) bool) with the instances visible in its
+    translated image (saturated pixels); 1.0 when both are empty."""
+    sat = saturation(fake) > SATURATION_MIN
+    union = (sat | fake_mask).sum()
+    return float((sat & fake_mask).sum() / union) if union else 1.0
+
+
+def summarise(bg_sum, bg_n, per_instance, both_sum, both_n, ious, n_pixels):
     ok = np.array(per_instance, bool).reshape(-1, 2)
-    return {'bg_change': bg_sum / max(bg_n, 1), 'success': float(np.mean(ok[:, 0] & ok[:, 1])),
-            'shape_ok': float(ok[:, 0].mean()), 'colour_ok': float(ok[:, 1].mean()), 'n_instances': len(ok)}
+    return {'bg_change': bg_sum / max(bg_n, 1), 'bg_change_outside_both': both_sum / both_n if both_n else None,
+            'outside_both_share': both_n / max(n_pixels, 1),
+            'success': float(np.mean(ok[:, 0] & ok[:, 1])), 'shape_ok': float(ok[:, 0].mean()),
+            'colour_ok': float(ok[:, 1].mean()), 'n_instances': len(ok),
+            'mask_iou': float(np.mean(ious)) if ious else None}
 
 
 def evaluate_pairs(pairs, margin):
-    """pairs: iterable of (direction, real, fake, masks) -> {direction: figures}."""
+    """pairs: iterable of (direction, real, fake, masks, translated masks or None) -> {direction: figures}."""
     acc = {}
-    for direction, real, fake, masks in pairs:
+    for direction, real, fake, masks, fake_mask in pairs:
         s, n, res = judge(real, fake, masks, margin, target=direction[-1])
-        a = acc.setdefault(direction, [0.0, 0, []])
-        a[0], a[1] = a[0] + s, a[1] + n
+        bs, bn = outside_both(real, fake, masks, margin)
+        a = acc.setdefault(direction, [0.0, 0, [], 0.0, 0, [], 0])
+        a[0], a[1], a[3], a[4], a[6] = a[0] + s, a[1] + n, a[3] + bs, a[4] + bn, a[6] + real.shape[0] * real.shape[1]
         a[2] += res
+        if fake_mask is not None:
+            a[5].append(mask_iou(fake, fake_mask))
     return {d: summarise(*a) for d, a in sorted(acc.items())}
 
 
@@ -142,7 +176,7 @@ def identity_baseline(dataroot, n_test, margin, size=64):
     """The do-nothing translation: zero background change, and the success rate of untouched inputs."""
     _, batches = load_test_batches(dataroot, n_test, ['--model', 'insta_gan', '--gpu_ids', '-1', '--load_size',
                                                  str(size), '--crop_size', str(size)])
-    pairs = ((d, real, real, instance_masks(b, side))
+    pairs = ((d, real, real, instance_masks(b, side), None)
              for b in batches for side, d in DIRECTIONS for real in [tensor2im(b[side])])
     return evaluate_pairs(pairs, margin)
 
@@ -154,6 +188,10 @@ def main(argv=None):
     p.add_argument('--ngf', type=int, default=16)
     p.add_argument('--n_blocks', type=int, default=3, help='InstaGAN: residual blocks per set encoder')
     p.add_argument('--cyclegan_netG', default='resnet_6blocks', help='CycleGAN generator (same depth: 2 x 3)')
+    p.add_argument('--models', nargs='+', default=list(VARIANT_KEYS.values()),
+                   help='rows to train and evaluate: ' + ', '.join(f'{k} ({row})' for row, k in VARIANT_KEYS.items()))
+    p.add_argument('--lambda_alpha', type=float, default=1.0, help='matting-loss row: --lambda_alpha')
+    p.add_argument('--lambda_comp', type=float, default=1.0, help='matting-loss row: --lambda_comp')
     p.add_argument('--n_epochs', type=int, default=4)
     p.add_argument('--n_epochs_decay', type=int, default=2)
     p.add_argument('--batch_size', type=int, default=1)
@@ -174,13 +212,22 @@ def main(argv=None):
               str(args.size), '--checkpoints_dir', args.checkpoints_dir, '--seed', '0']
     if args.gpu_ids is not None:
         common += ['--gpu_ids', args.gpu_ids]
-    runs = {
-        'insta_gan': ['--name', f'{args.name_prefix}_insta_gan', '--n_blocks', str(args.n_blocks), '--ins_max',
-                      str(args.ins_max), '--ins_per', str(args.ins_per)],
-        'cycle_gan': ['--name', f'{args.name_prefix}_cycle_gan', '--netG', args.cyclegan_netG],
+    insta = ['--n_blocks', str(args.n_blocks), '--ins_max', str(args.ins_max), '--ins_per', str(args.ins_per)]
+    matte = ['--blend', 'matte']
+    losses = ['--lambda_alpha', str(args.lambda_alpha), '--lambda_comp', str(args.lambda_comp)]
+    variants = {   # row name -> (model, its options, of which these are training-only)
+        'insta_gan': ('insta_gan', insta, []),
+        'insta_gan --blend matte': ('insta_gan', insta + matte, []),
+        'insta_gan --blend matte + matting losses': ('insta_gan', insta + matte + losses, losses),
+        'cycle_gan': ('cycle_gan', ['--netG', args.cyclegan_netG], []),
     }
+    unknown = set(args.models) - {VARIANT_KEYS[v] for v in variants}
+    if unknown:
+        p.error(f'--models: unknown {sorted(unknown)}; choose from {sorted(VARIANT_KEYS.values())}')
+    runs = {row: (model, ['--name', f'{args.name_prefix}_{VARIANT_KEYS[row]}', *extra], train_only)
+            for row, (model, extra, train_only) in variants.items() if VARIANT_KEYS[row] in args.models}
     results = {'identity (no translation)': identity_baseline(args.dataroot, args.n_test, args.margin, args.size)}
-    for model_name, extra in runs.items():
+    for row, (model_name, extra, train_only) in runs.items():
         seconds = None
         if not args.skip_train:
             t0 = time.time()
@@ -189,21 +236,25 @@ def main(argv=None):
                                     '--batch_size', str(args.batch_size), '--display_id', '0',
                                     '--num_threads', '2', '--print_freq', '1000000', '--display_freq', '1000000'])
             if rc != 0:
-                raise SystemExit(f'training {model_name} failed with status {rc}')
+                raise SystemExit(f'training {row} failed with status {rc}')
             seconds = time.time() - t0
-        test_extra = [a for a in extra if a not in ('--ins_max', '--ins_per')] if model_name != 'insta_gan' else extra
-        results[model_name] = evaluate(model_name, [*common, *test_extra], args.dataroot, args.n_test, args.margin)
-        results[model_name]['train_seconds'] = seconds
+        test_extra = [a for a in extra if a not in train_only]
+        results[row] = evaluate(model_name, [*common, *test_extra], args.dataroot, args.n_test, args.margin)
+        results[row]['train_seconds'] = seconds
     epochs = args.n_epochs + args.n_epochs_decay
     lines = [f'| model ({epochs} epochs, ngf {args.ngf}, {args.size} px) | direction | background change (0-255) | '
-             'translated (shape and colour) | shape | colour |', '|---|---|---|---|---|---|']
+             'outside both (0-255) | translated (shape and colour) | shape | colour | mask IoU |',
+             '|---|---|---|---|---|---|---|---|']
     for name, by_direction in results.items():
         for direction, r in by_direction.items():
             if direction == 'train_seconds':
                 continue
+            iou = '-' if r['mask_iou'] is None else f"{r['mask_iou']:.3f}"
+            both = '-' if r['bg_change_outside_both'] is None else \
+                f"{r['bg_change_outside_both']:.2f} ({100 * r['outside_both_share']:.0f}% of pixels)"
             lines.append(f"| {name} | {direction[0]} -> {direction[-1]} ({r['n_instances']} instances) | "
-                         f"{r['bg_change']:.2f} | {100 * r['success']:.1f}% | {100 * r['shape_ok']:.1f}% | "
-                         f"{100 * r['colour_ok']:.1f}% |")
+                         f"{r['bg_change']:.2f} | {both} | {100 * r['success']:.1f}% | "
+                         f"{100 * r['shape_ok']:.1f}% | {100 * r['colour_ok']:.1f}% | {iou} |")
     print('\n'.join(lines))
     if args.json:
         atomic_write(args.json, lambda f: json.dump({'options': vars(args), 'results': results}, f, indent=2),

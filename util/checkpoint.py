@@ -230,7 +230,7 @@ def load_into(net, state, path, label):
             f'{path} does not fit {label} ({type(net).__name__}): missing keys {missing[:5]}'
             f'{"..." if len(missing) > 5 else ""}, unexpected keys {unexpected[:5]}'
             f'{"..." if len(unexpected) > 5 else ""}. Check --model, --netG/--netD, --ngf/--ndf, '
-            '--norm and --n_layers_D against the run that wrote it.')
+            '--norm, --n_layers_D and --upsample against the run that wrote it.')
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
