@@ -40,7 +40,8 @@ from util.util import atomic_write, tensor2im  # noqa: E402
 SATURATION_MIN = 0.25   # output pixels more saturated than this count as instance pixels
 DIRECTIONS = (('A', 'AtoB'), ('B', 'BtoA'))   # (input side, direction)
 VARIANT_KEYS = {'insta_gan': 'insta_gan', 'insta_gan --blend matte': 'insta_gan_matte',   # row -> --models key
-                'insta_gan --blend matte + matting losses': 'insta_gan_matte_losses', 'cycle_gan': 'cycle_gan'}
+                'insta_gan --blend matte + matting losses': 'insta_gan_matte_losses',
+                'insta_gan --upsample resize': 'insta_gan_resize', 'cycle_gan': 'cycle_gan'}
 
 
 def saturation(img):
@@ -145,27 +146,50 @@ def mask_iou(fake, fake_mask):
     return float((sat & fake_mask).sum() / union) if union else 1.0
 
 
-def summarise(bg_sum, bg_n, per_instance, both_sum, both_n, ious, n_pixels):
-    ok = np.array(per_instance, bool).reshape(-1, 2)
-    return {'bg_change': bg_sum / max(bg_n, 1), 'bg_change_outside_both': both_sum / both_n if both_n else None,
-            'outside_both_share': both_n / max(n_pixels, 1),
+def checkerboard(img):
+    """Share (0-1) of an image's spectral energy (grey, mean removed) at the frequencies where the x2
+    and x4 upsampling grids of transposed convolutions put their checkerboard: periods 2 and 4 along
+    x, y and both. img: (H, W, 3) uint8, H and W multiples of 4. The input images' share is the
+    natural level of the data (their textures have some energy there too)."""
+    g = img.astype(np.float64).mean(2)
+    power = np.abs(np.fft.fft2(g - g.mean())) ** 2
+    H, W = g.shape
+    ys, xs = {0, H // 4, H // 2, 3 * H // 4}, {0, W // 4, W // 2, 3 * W // 4}
+    grid = [(y, x) for y in ys for x in xs if (y, x) != (0, 0)]
+    total = power.sum()
+    return float(sum(power[y, x] for y, x in grid) / total) if total else 0.0
+
+
+def summarise(acc):
+    """One direction's accumulated figures (see :func:`evaluate_pairs`) -> its table row's values."""
+    ok = np.array(acc['per_instance'], bool).reshape(-1, 2)
+    return {'bg_change': acc['bg_sum'] / max(acc['bg_n'], 1),
+            'bg_change_outside_both': acc['both_sum'] / acc['both_n'] if acc['both_n'] else None,
+            'outside_both_share': acc['both_n'] / max(acc['pixels'], 1),
             'success': float(np.mean(ok[:, 0] & ok[:, 1])), 'shape_ok': float(ok[:, 0].mean()),
             'colour_ok': float(ok[:, 1].mean()), 'n_instances': len(ok),
-            'mask_iou': float(np.mean(ious)) if ious else None}
+            'mask_iou': float(np.mean(acc['ious'])) if acc['ious'] else None,
+            'checkerboard': float(np.mean(acc['boards']))}
 
 
 def evaluate_pairs(pairs, margin):
     """pairs: iterable of (direction, real, fake, masks, translated masks or None) -> {direction: figures}."""
     acc = {}
     for direction, real, fake, masks, fake_mask in pairs:
-        s, n, res = judge(real, fake, masks, margin, target=direction[-1])
-        bs, bn = outside_both(real, fake, masks, margin)
-        a = acc.setdefault(direction, [0.0, 0, [], 0.0, 0, [], 0])
-        a[0], a[1], a[3], a[4], a[6] = a[0] + s, a[1] + n, a[3] + bs, a[4] + bn, a[6] + real.shape[0] * real.shape[1]
-        a[2] += res
+        a = acc.setdefault(direction, {'bg_sum': 0.0, 'bg_n': 0, 'per_instance': [], 'both_sum': 0.0, 'both_n': 0,
+                                       'pixels': 0, 'ious': [], 'boards': []})
+        bg_sum, bg_n, per_instance = judge(real, fake, masks, margin, target=direction[-1])
+        both_sum, both_n = outside_both(real, fake, masks, margin)
+        a['bg_sum'] += bg_sum
+        a['bg_n'] += bg_n
+        a['per_instance'] += per_instance
+        a['both_sum'] += both_sum
+        a['both_n'] += both_n
+        a['pixels'] += real.shape[0] * real.shape[1]
+        a['boards'].append(checkerboard(fake))
         if fake_mask is not None:
-            a[5].append(mask_iou(fake, fake_mask))
-    return {d: summarise(*a) for d, a in sorted(acc.items())}
+            a['ious'].append(mask_iou(fake, fake_mask))
+    return {d: summarise(a) for d, a in sorted(acc.items())}
 
 
 def evaluate(model_name, opt_args, dataroot, n_test, margin):
@@ -219,6 +243,7 @@ def main(argv=None):
         'insta_gan': ('insta_gan', insta, []),
         'insta_gan --blend matte': ('insta_gan', insta + matte, []),
         'insta_gan --blend matte + matting losses': ('insta_gan', insta + matte + losses, losses),
+        'insta_gan --upsample resize': ('insta_gan', insta + ['--upsample', 'resize'], []),
         'cycle_gan': ('cycle_gan', ['--netG', args.cyclegan_netG], []),
     }
     unknown = set(args.models) - {VARIANT_KEYS[v] for v in variants}
@@ -243,8 +268,8 @@ def main(argv=None):
         results[row]['train_seconds'] = seconds
     epochs = args.n_epochs + args.n_epochs_decay
     lines = [f'| model ({epochs} epochs, ngf {args.ngf}, {args.size} px) | direction | background change (0-255) | '
-             'outside both (0-255) | translated (shape and colour) | shape | colour | mask IoU |',
-             '|---|---|---|---|---|---|---|---|']
+             'outside both (0-255) | translated (shape and colour) | shape | colour | mask IoU | checkerboard |',
+             '|---|---|---|---|---|---|---|---|---|']
     for name, by_direction in results.items():
         for direction, r in by_direction.items():
             if direction == 'train_seconds':
@@ -254,7 +279,7 @@ def main(argv=None):
                 f"{r['bg_change_outside_both']:.2f} ({100 * r['outside_both_share']:.0f}% of pixels)"
             lines.append(f"| {name} | {direction[0]} -> {direction[-1]} ({r['n_instances']} instances) | "
                          f"{r['bg_change']:.2f} | {both} | {100 * r['success']:.1f}% | "
-                         f"{100 * r['shape_ok']:.1f}% | {100 * r['colour_ok']:.1f}% | {iou} |")
+                         f"{100 * r['shape_ok']:.1f}% | {100 * r['colour_ok']:.1f}% | {iou} | {100 * r['checkerboard']:.2f}% |")
     print('\n'.join(lines))
     if args.json:
         atomic_write(args.json, lambda f: json.dump({'options': vars(args), 'results': results}, f, indent=2),

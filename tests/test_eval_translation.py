@@ -2,7 +2,7 @@
 penalises an untouched input and measures background change outside the instances."""
 import numpy as np
 
-from scripts.eval_translation import judge
+from scripts.eval_translation import checkerboard, judge, mask_iou, outside_both, saturation
 
 
 def scene():
@@ -54,3 +54,27 @@ def test_square_to_disc_is_judged_towards_domain_a():
     assert judge(real, fake, [square], target='A')[2] == [(True, True)]
     assert judge(real, fake, [square], target='B')[2] == [(False, False)]
     assert judge(real, real, [square], target='A')[2] == [(False, False)]
+
+
+def test_checkerboard_share_finds_the_pattern_of_transposed_convolutions():
+    rng = np.random.default_rng(0)
+    wave = 120 + 50 * np.cos(2 * np.pi * np.arange(32) / 16)                   # a smooth, periodic texture
+    smooth = np.repeat(wave[None, :, None], 32, 0).repeat(3, 2) + rng.normal(0, 1, (32, 32, 3))
+    board = smooth + 20 * (np.indices((32, 32)).sum(0) % 2)[..., None]          # period 2 in x and y
+    smooth, board = (np.clip(x, 0, 255).astype(np.uint8) for x in (smooth, board))
+    assert checkerboard(board) > 0.05 and checkerboard(board) > 20 * checkerboard(smooth)
+
+
+def test_mask_iou_and_background_outside_both():
+    real = np.full((32, 32, 3), 120, np.uint8)
+    fake = real.copy()
+    fake[8:16, 8:16] = (200, 40, 40)                   # a saturated instance
+    fake[28:, :] += 10                                 # and a grey change of the background
+    disc = np.zeros((32, 32), bool)
+    disc[9:15, 9:15] = True
+    assert mask_iou(fake, fake.any(2) & (saturation(fake) > 0.25)) == 1.0
+    half = np.zeros((32, 32), bool)
+    half[8:16, 8:12] = True
+    assert mask_iou(fake, half) == 0.5
+    s, n = outside_both(real, fake, [disc], margin=2)
+    assert n == 32 * 32 - 12 * 12 and abs(s / n - 10 * 4 * 32 / n) < 1e-6   # only the grey change counts
