@@ -90,6 +90,8 @@ class AlphaGANModel(MattingModel):
                                 help='weight of the adversarial loss (0: D is neither run nor trained)')
             parser.add_argument('--lambda_lap', type=float, default=0.0,
                                 help='weight of a Laplacian-pyramid alpha loss (not in the paper; 0 = off)')
+        else:
+            MattingModel.add_inference_options(parser)   # --tile, --tile_overlap, --max_side
         return parser
 
     def __init__(self, opt):
@@ -133,8 +135,9 @@ class AlphaGANModel(MattingModel):
         return torch.cat(parts, dim=1)
 
     def forward(self):
-        """G on the batch: ``pred_alpha`` (raw output, float32) and everything derived from it (``derive``)."""
-        self.pred_alpha = self.netG(self.generator_input()).float()
+        """G on the batch: ``pred_alpha`` (raw output, float32; at test time with ``--max_side`` /
+        ``--tile`` as :meth:`MattingModel.run_network` says) and everything derived from it (``derive``)."""
+        self.pred_alpha = self.run_network(self.netG, self.generator_input()).float()
         self.derive()
 
     def derive(self):

@@ -109,9 +109,7 @@ class DIMModel(MattingModel):
         else:
             g.add_argument('--dim_fit', default=None, choices=('pad', 'resize'),
                            help="pad to a multiple of 32 (paper preset) or the port's resize (port preset)")
-            g.add_argument('--max_side', type=int, default=None,
-                           help='longest side the network sees (resize: each side, default 1600 as the port; '
-                                'pad: none)')
+            MattingModel.add_inference_options(parser)   # --tile, --tile_overlap, --max_side (pad and resize)
         return parser
 
     def __init__(self, opt):
@@ -123,8 +121,6 @@ class DIMModel(MattingModel):
                                  f'got --input_nc {opt.input_nc} --output_nc {opt.output_nc}. Drop these options.')
         if self.isTrain and not 0.0 <= opt.dim_alpha_weight <= 1.0:
             raise UserInputError(f'--dim_alpha_weight must be in [0, 1], got {opt.dim_alpha_weight}')
-        if not self.isTrain and opt.max_side is not None and opt.max_side < 32:
-            raise UserInputError(f'--max_side must be >= 32, got {opt.max_side}')
         self.visual_names = ['image', 'trimap', 'alpha', 'raw_alpha', 'composite', 'gt_alpha']
         self.model_names = ['G']
         self.netG = DIMNet(opt.dim_skip, opt.dim_conv6, opt.dim_refine_on,
@@ -202,7 +198,7 @@ class DIMModel(MattingModel):
     def forward(self):
         """G on the batch: ``pred_raw`` (encoder-decoder), ``pred_refined`` (None in stage 1) and
         ``pred_alpha`` (the final one), float32; then :meth:`derive`."""
-        raw, refined = self.netG(self.network_input())
+        raw, refined = self.run_network(self.netG, self.network_input())
         self.pred_raw = raw.float()
         self.pred_refined = None if refined is None else refined.float()
         self.derive()
@@ -239,27 +235,10 @@ class DIMModel(MattingModel):
         with self.inference():
             if self.opt.dim_fit == 'resize':
                 self.forward_port_deploy()
-            elif self.opt.max_side and max(self.image.shape[-2:]) > self.opt.max_side:
-                self.forward_scaled(self.opt.max_side)
-            else:
+            else:        # --max_side / --tile: MattingModel.run_network
                 self.forward()
         self.compute_visuals()
         self.score_batch()
-
-    def forward_scaled(self, max_side):
-        """``forward`` on the image scaled down (area) so that its longer side is ``max_side`` (the
-        trimap by nearest neighbour), the mattes scaled back (bilinear); known regions from the
-        full-size trimap."""
-        h, w = self.image.shape[-2:]
-        s = max_side / max(h, w)
-        size = (max(1, round(h * s)), max(1, round(w * s)))
-        image = F.interpolate(self.image, size=size, mode='area')
-        trimap = F.interpolate(self.trimap, size=size, mode='nearest-exact')
-        raw, refined = self.netG(torch.cat([self.normalised_rgb(image), self.trimap_channel(trimap)], dim=1))
-        up = lambda t: None if t is None else F.interpolate(t.float(), size=(h, w), mode='bilinear',  # noqa: E731
-                                                            align_corners=False).clamp(0, 1)
-        self.pred_raw, self.pred_refined = up(raw), up(refined)
-        self.derive()
 
     def forward_port_deploy(self):
         """The port's ``deploy.py`` whole-image path, per sample: 8-bit image and trimap resized with

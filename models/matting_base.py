@@ -5,6 +5,11 @@ ImageNet-normalised network input, the trimap's known regions, and the test page
 ``score`` / ``test_tables`` / ``report_options`` (SAD / MSE / Grad / Conn on the saved 8-bit mattes)
 and the ImageNet statistics on the device. A subclass sets ``self.alpha`` (the prediction with the
 known regions copied) in ``forward`` and fills ``self.metrics`` in ``test`` by calling ``score``.
+
+Test-time options of every matting model (:meth:`MattingModel.add_inference_options`, one copy):
+``--tile`` / ``--tile_overlap`` (tiled inference in bounded memory) and ``--max_side`` (the longest
+side scaled down, the matte scaled back); a model applies them by calling its network through
+:meth:`MattingModel.run_network` (``util/tiling.py``).
 """
 import os
 
@@ -15,6 +20,7 @@ from models.base_model import BaseModel
 from models.matting_networks import IMAGENET_MEAN, IMAGENET_STD
 from util.errors import UserInputError
 from util.metrics import evaluate_matte
+from util.tiling import TILE_ALIGN, scaled, tiled
 from util.util import tensor2im
 
 METRIC_NAMES = ('SAD', 'MSE', 'Grad', 'Conn')
@@ -67,8 +73,37 @@ class MattingModel(BaseModel):
 
     visual_value_range = (0.0, 1.0)
 
+    @staticmethod
+    def add_inference_options(parser):
+        """Add ``--tile``, ``--tile_overlap`` and ``--max_side`` (test time; a matting model's
+        ``modify_commandline_options`` calls this when not ``is_train``)."""
+        g = parser.add_argument_group('matting inference (any image size)')
+        g.add_argument('--tile', type=int, default=0,
+                       help='run the network on overlapping tiles of this many pixels (a multiple of 32, '
+                            '>= 64; 0 = the whole image at once) blended with a cosine ramp: memory bounded by '
+                            'the tile size (util/tiling.py). 1024 mattes a 4000x3000 photo in about 2 GB')
+        g.add_argument('--tile_overlap', type=int, default=64,
+                       help='pixels by which neighbouring tiles overlap at least (<= --tile / 2)')
+        g.add_argument('--max_side', type=int, default=None,
+                       help='scale the input down so that its longer side is this many pixels (>= 32; area '
+                            'averaging, the trimap nearest), the matte back up (bilinear); default: full size. '
+                            '--model dim --dim_fit resize: the limit of each side (default 1600, as the port)')
+        return parser
+
     def __init__(self, opt):
         super().__init__(opt)
+        # --tile / --tile_overlap / --max_side are test options; model.test() during training
+        # (benchmarks) runs the whole image (a benchmark sets these attributes itself).
+        self.tile, self.tile_overlap, self.max_side = (0, 0, None) if self.isTrain else \
+            (opt.tile, opt.tile_overlap, opt.max_side)
+        if self.tile and (self.tile < 64 or self.tile % TILE_ALIGN):
+            raise UserInputError(f'--tile {self.tile}: give a multiple of {TILE_ALIGN} of at least 64 (e.g. 1024), '
+                                 'or 0 for the whole image at once')
+        if self.tile and not 0 <= self.tile_overlap <= self.tile // 2:
+            raise UserInputError(f'--tile_overlap {self.tile_overlap}: give 0 to {self.tile // 2} '
+                                 f'(half of --tile {self.tile}); 64 is the default')
+        if self.max_side is not None and self.max_side < 32:
+            raise UserInputError(f'--max_side must be >= 32, got {self.max_side}')
         self.rgb_mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.rgb_std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self.plain_bg = torch.tensor(PLAIN_BACKGROUND, device=self.device).view(1, 3, 1, 1)
@@ -98,6 +133,17 @@ class MattingModel(BaseModel):
     def normalised_rgb(self, image=None):
         """(B, 3, H, W): ``image`` (default the batch's) in [0, 1] normalised with ImageNet statistics."""
         return ((self.image if image is None else image) - self.rgb_mean) / self.rgb_std
+
+    def run_network(self, fn, x, nearest_channels=(3,)):
+        """``fn(x)`` with the inference options: ``x`` (B, C, H, W) scaled down to ``--max_side``
+        (``nearest_channels``: the trimap's, kept in {0, 0.5, 1}), then run tile by tile with
+        ``--tile``; the output(s) of ``fn`` ((B, K, h, w) tensors, a tuple of them or None) at (H, W).
+        Without these options (and always in training) this is ``fn(x)``."""
+        if self.tile:
+            run = lambda t: tiled(fn, t, self.tile, self.tile_overlap)  # noqa: E731
+        else:
+            run = fn
+        return scaled(run, x, self.max_side, nearest_channels)
 
     # ------------------------------------------------------------------ test page
     def score(self, i):
