@@ -74,6 +74,27 @@ official structure's within the pair: on a shared host whose speed drifts by ten
 between minutes, two steps a few seconds apart see the same conditions, which separate processes
 (``--sweep speedup``) do not. Peak memory is not measured in this mode.
 
+Matting inference rows (issue 17), each configuration in a fresh process, so that ``peak_rss_mb``
+(``getrusage``'s ``ru_maxrss`` of that child: everything the row ever held, weights included) is
+the row's own peak::
+
+    python scripts/benchmark.py --sweep matting_inference --peer /path/to/AlphaGAN-Matting --table
+    python scripts/benchmark.py --model alphagan --phase test --test_size 3000 --test_width 4000 --tile 1024
+    python scripts/benchmark.py --vs_peer /path/to/AlphaGAN-Matting --test_size 1024 --iters 3
+
+``matting_inference``: AlphaGAN inference (eval mode, ``model.test()``) at 320 and 1024 px, float32
+and ``--amp bf16``, and 4000x3000 with ``--tile 1024 --tile_overlap 64`` (float32), each with
+``test_s_per_megapixel`` and ``peak_rss_mb``; with ``--peer PATH`` also the peer's generator
+(``--impl peer``) at 320 and 1024. The peer is the public AlphaGAN reproduction
+github.com/CDOTAD/AlphaGAN-Matting: ``PATH`` is a checkout of it, imported from there at run time
+(its ``model/Encoder.py`` and ``model/Decoder.py``, i.e. ``NetG`` with the GroupNorm(32) its
+training script uses); nothing of it is in this repository. ``--vs_peer PATH``: ours (the fast
+path), ours' reference path (``fast_inference=False``) and the peer's generator, random weights,
+on the same (1, 4, S, S) input, in one process, alternating (peer, reference, fast) ``--iters``
+rounds after ``--warmup`` rounds: ``speedup_vs_peer`` is the median over rounds of the peer's time
+over ours within the round (the host's load drift cancels), ``speedup_vs_reference`` the same
+against our reference path; ``max_abs_diff_vs_reference``: the fast path's output against it.
+
 bgmv2 (BackgroundMattingV2 inference at HD and 4K, every refine mode, float32 and --amp, against
 full-resolution refinement): ``scripts/benchmark_bgmv2.py``, whose docstring says what it measures.
 
@@ -109,7 +130,7 @@ from models.instance_norm import set_group_norm  # noqa: E402
 from models.shift_conv import set_shift_sum  # noqa: E402
 
 SWEEPS = ('batch', 'ins_max', 'amp', 'channels_last', 'shift_sum', 'instance_norm', 'impl', 'speedup', 'nproc',
-          'alphagan', 'dim')
+          'alphagan', 'dim', 'matting_inference')
 MATTING = ('alphagan', 'dim')    # built by build_matting, timed with test_s_per_megapixel
 
 
@@ -120,7 +141,7 @@ def build_parser():
     p.add_argument('--model', default='insta_gan', choices=['insta_gan', *MATTING, 'bgmv2'],
                    help='bgmv2: inference rows of scripts/benchmark_bgmv2.py (its options: --sizes, --modes, ...)')
     p.add_argument('--dim_stage', type=int, default=None, choices=(1, 2, 3), help='dim: training stage (default 1)')
-    p.add_argument('--impl', default='ours', choices=['ours', 'official'],
+    p.add_argument('--impl', default='ours', choices=['ours', 'official', 'peer'],
                    help='official: the official execution structure (scripts/official_reference.py), '
                         'insta_gan at batch 1 only')
     p.add_argument('--crop_size', type=int, default=None, help='training size (default 64; alphagan, dim 320)')
@@ -157,6 +178,17 @@ def build_parser():
     p.add_argument('--live_memory', action='store_true',
                    help='CPU: also measure the peak of live tensor memory of one more training step '
                         '(peak_live_mb; see the module docstring)')
+    p.add_argument('--test_width', type=int, default=None,
+                   help='matting inference: width of the test image (default --test_size: square)')
+    p.add_argument('--tile', type=int, default=0, help='matting inference: --tile of the model (0 = whole image)')
+    p.add_argument('--tile_overlap', type=int, default=64, help='matting inference: --tile_overlap')
+    p.add_argument('--max_side', type=int, default=None, help='matting inference: --max_side')
+    p.add_argument('--peer', default=None, metavar='PATH',
+                   help='a checkout of github.com/CDOTAD/AlphaGAN-Matting: --impl peer times its generator, '
+                        '--sweep matting_inference adds its rows')
+    p.add_argument('--vs_peer', default=None, metavar='PATH',
+                   help='ours vs the peer generator (a checkout of CDOTAD/AlphaGAN-Matting) alternating in '
+                        'one process at --test_size')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--sweep', default=None, choices=SWEEPS,
                    help='run configurations, each in a fresh subprocess, one JSON line each')
@@ -171,6 +203,8 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args, args.train_options = parser.parse_known_args(argv)
+    if args.vs_peer:
+        args.model, args.peer = 'alphagan', args.vs_peer
     alpha = args.model in MATTING
     args.crop_size = args.crop_size or (320 if alpha else 64)
     args.test_size = args.test_size or (1024 if alpha else args.crop_size)
@@ -190,6 +224,13 @@ def parse_args(argv=None):
         parser.error('--nproc must be >= 1, and 1 with --impl official (the official code has no multi-process mode)')
     if args.device == 'cuda' and args.nproc > torch.cuda.device_count():
         parser.error(f'--nproc {args.nproc}: only {torch.cuda.device_count()} CUDA devices here')
+    if args.impl == 'peer' and (args.model != 'alphagan' or not args.peer or args.phase != 'test'):
+        parser.error('--impl peer times the peer generator at inference: --model alphagan --phase test --peer PATH')
+    for path in (args.peer,):
+        if path and not (Path(path) / 'model' / 'Decoder.py').is_file():
+            parser.error(f'--peer {path}: no model/Decoder.py there; pass a checkout of '
+                         'github.com/CDOTAD/AlphaGAN-Matting')
+    args.test_width = args.test_width or args.test_size
     args.rank = 0
     return args
 
@@ -304,16 +345,17 @@ def synthetic_instance_batch(batch_size, size, n_instances, n_slots, seed=0):
             'B_paths': [f'b{i}.png' for i in range(batch_size)]}
 
 
-def synthetic_matting_batch(batch_size, size, seed=0):
-    """'image', 'fg', 'bg' (B, 3, size, size) in [0, 1] (image = alpha fg + (1 - alpha) bg);
-    'alpha' (B, 1, size, size) in [0, 1] (a soft-edged disc); 'trimap' (B, 1, size, size) in
-    {0, 0.5, 1}."""
+def synthetic_matting_batch(batch_size, size, seed=0, width=None):
+    """'image', 'fg', 'bg' (B, 3, size, width) in [0, 1] (image = alpha fg + (1 - alpha) bg; width
+    defaults to size); 'alpha' (B, 1, size, width) in [0, 1] (a soft-edged disc); 'trimap'
+    (B, 1, size, width) in {0, 0.5, 1}."""
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing='ij')
-    r = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2).sqrt()
+    width = width or size
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(width), indexing='ij')
+    r = ((yy - size / 2) ** 2 + (xx - width / 2) ** 2).sqrt()
     alpha = ((0.3 * size - r) / (0.05 * size)).clamp(0, 1)[None, None].repeat(batch_size, 1, 1, 1)
-    fg = torch.rand(batch_size, 3, size, size, generator=g)
-    bg = torch.rand(batch_size, 3, size, size, generator=g)
+    fg = torch.rand(batch_size, 3, size, width, generator=g)
+    bg = torch.rand(batch_size, 3, size, width, generator=g)
     trimap = torch.full_like(alpha, 0.5)
     trimap[alpha == 0], trimap[alpha == 1] = 0.0, 1.0
     return {'image': alpha * fg + (1 - alpha) * bg, 'fg': fg, 'bg': bg, 'alpha': alpha, 'trimap': trimap}
@@ -379,11 +421,69 @@ def build_matting(args, device, tmp):
         model = create_model(train_options(argv + args.train_options, args))
         model.setup(model.opt)
 
-    def batch(size):
-        b = synthetic_matting_batch(args.batch_size, size, args.seed + args.rank)
+    def batch(size, width=None):
+        b = synthetic_matting_batch(args.batch_size, size, args.seed + args.rank, width)
         b['path'] = [f'synthetic_{i}.png' for i in range(args.batch_size)]
         return b
-    return model, model, batch(args.crop_size), batch(args.test_size)
+    model.tile, model.tile_overlap, model.max_side = args.tile, args.tile_overlap, args.max_side
+    return model, model, batch(args.crop_size), batch(args.test_size, args.test_width)
+
+
+def build_peer_generator(path):
+    """The peer's generator (github.com/CDOTAD/AlphaGAN-Matting ``NetG(sync_bn=False)``: its ResNet-50
+    encoder with ASPP, then its decoder, GroupNorm(32) as its ``BatchNormGroup``), imported from the
+    checkout at ``path`` (its ``model/AlphaGAN.py`` imports training-only packages, so the two
+    halves are put together here the way ``NetG.forward`` chains them). Eval mode."""
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    from model.Decoder import Decoder
+    from model.Encoder import Encoder
+
+    def group_norm(channels):
+        return torch.nn.GroupNorm(num_groups=32, num_channels=channels)
+    return torch.nn.Sequential(Encoder(group_norm), Decoder(group_norm)).eval()
+
+
+def run_vs_peer(args):
+    """``--vs_peer``: the record (see the module docstring)."""
+    from models.matting_networks import AlphaGANGenerator
+    device = setup_process(args)
+    sync = Meter(device).sync
+    load_before = os.getloadavg()
+    ours = AlphaGANGenerator().to(device).eval()
+    peer = build_peer_generator(args.peer).to(device)
+    g = torch.Generator().manual_seed(args.seed)
+    h, w = args.test_size, args.test_width
+    x = torch.cat([torch.randn(1, 3, h, w, generator=g),
+                   torch.randint(0, 3, (1, 1, h, w), generator=g).float() / 2], 1).to(device)
+    runs = {'peer': lambda: peer(x), 'reference': lambda: ours.reference_forward(x), 'ours': lambda: ours(x)}
+    times = {k: [] for k in runs}
+    with torch.inference_mode(), contextlib.ExitStack() as stack:
+        if args.amp != 'none':
+            stack.enter_context(torch.autocast(device.type, dtype=getattr(torch, {'bf16': 'bfloat16',
+                                                                                 'fp16': 'float16'}[args.amp])))
+        diff = (ours(x).float() - ours.reference_forward(x).float()).abs().max().item()
+        for _ in range(args.warmup):
+            for fn in runs.values():
+                fn()
+        for _ in range(args.iters):
+            for k, fn in runs.items():
+                sync()
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                times[k].append(time.perf_counter() - t0)
+    mp = h * w / 1e6
+    ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))  # noqa: E731
+    return {'model': 'alphagan', 'vs_peer': True, 'peer': str(args.peer), 'device': str(device),
+            'device_name': device_name(device), 'threads': torch.get_num_threads(), 'torch': torch.__version__,
+            'size': [h, w], 'amp': args.amp, 'loadavg_1_5_15': [round(v, 2) for v in load_before],
+            **{f'{k}_s_per_megapixel': statistics.median(v) / mp for k, v in times.items()},
+            **{f'{k}_s_all': [round(t, 3) for t in v] for k, v in times.items()},
+            'speedup_vs_peer': ratio('peer', 'ours'), 'speedup_vs_reference': ratio('reference', 'ours'),
+            'reference_vs_peer': ratio('peer', 'reference'), 'max_abs_diff_vs_reference': diff,
+            'iters': args.iters, 'warmup': args.warmup,
+            'loadavg_after': [round(v, 2) for v in os.getloadavg()]}
 
 
 def first_conv(model):
@@ -419,6 +519,8 @@ def run_one(args):
     """Benchmark one configuration; returns the JSON record."""
     device = setup_process(args)
     load_before = os.getloadavg()
+    if args.impl == 'peer':
+        return run_peer(args, device, load_before)
     with tempfile.TemporaryDirectory() as tmp:
         build = build_insta_gan if args.model == 'insta_gan' else build_matting
         stepper, model, batch, test_batch = build(args, device, tmp)
@@ -438,14 +540,18 @@ def run_one(args):
                 model.gt_alpha = None          # no metrics in the timed inference
             mem = {}
             with meter.phase(mem):
-                t = time_calls(stepper.test, args.iters, max(1, args.warmup), meter.sync)
+                # A tiled row may time its first call (--warmup 0): its first tile warms up the rest.
+                t = time_calls(stepper.test, args.iters, args.warmup if args.tile else max(1, args.warmup), meter.sync)
             med = t['med']
             record.update(test_s_per_iter=med, test_s_per_iter_min=t['min'], test_cpu_s_per_iter=t['cpu_med'],
                           test_images_per_s=args.batch_size / med,
                           test_peak_mem_mb=round(mem['peak_mem_mb'], 1), test_peak_mem_exact=mem['exact'],
                           test_conv_dtype=dtypes[-1] if dtypes else None)
             if args.model in MATTING:
-                record['test_s_per_megapixel'] = med / (args.batch_size * args.test_size ** 2 / 1e6)
+                record['test_s_per_megapixel'] = med / (args.batch_size * args.test_size * args.test_width / 1e6)
+                record['test_hw'] = [args.test_size, args.test_width]
+                record['tile'] = [args.tile, args.tile_overlap] if args.tile else None
+                record['max_side'] = args.max_side
             model.train()
         if args.phase in ('both', 'train'):
             stepper.set_input(batch)
@@ -479,6 +585,35 @@ def run_one(args):
         record['options'].pop('ndf')
         record['options']['dim_stage'] = args.dim_stage or 1
     return record
+
+
+def run_peer(args, device, load_before):
+    """``--impl peer``: the peer's generator on a (B, 4, H, W) input, eval, no gradients (``--amp``
+    as autocast); the record's test_* fields as ours' inference rows have them."""
+    peer = build_peer_generator(args.peer).to(device)
+    g = torch.Generator().manual_seed(args.seed)
+    h, w = args.test_size, args.test_width
+    x = torch.cat([torch.randn(args.batch_size, 3, h, w, generator=g),
+                   torch.randint(0, 3, (args.batch_size, 1, h, w), generator=g).float() / 2], 1).to(device)
+    meter, mem = Meter(device), {}
+
+    def call():
+        with torch.inference_mode(), contextlib.ExitStack() as stack:
+            if args.amp != 'none':
+                stack.enter_context(torch.autocast(device.type, dtype={'bf16': torch.bfloat16,
+                                                                       'fp16': torch.float16}[args.amp]))
+            peer(x)
+    with meter.phase(mem):
+        t = time_calls(call, args.iters, max(1, args.warmup), meter.sync)
+    return {'model': 'alphagan', 'impl': 'peer', 'peer': str(args.peer), 'device': str(device),
+            'device_name': device_name(device), 'threads': torch.get_num_threads(), 'torch': torch.__version__,
+            'loadavg_1_5_15': [round(v, 2) for v in load_before], 'test_s_per_iter': t['med'],
+            'test_s_per_iter_min': t['min'], 'test_cpu_s_per_iter': t['cpu_med'],
+            'test_images_per_s': args.batch_size / t['med'],
+            'test_s_per_megapixel': t['med'] / (args.batch_size * h * w / 1e6), 'test_hw': [h, w],
+            'test_peak_mem_mb': round(mem['peak_mem_mb'], 1), 'test_peak_mem_exact': mem['exact'],
+            'peak_rss_mb': round(_maxrss_mb(), 1), 'loadavg_after': [round(v, 2) for v in os.getloadavg()],
+            'options': {'amp': args.amp, 'batch_size': args.batch_size, 'iters': args.iters, 'warmup': args.warmup}}
 
 
 def run_vs_official(args):
@@ -619,6 +754,17 @@ def sweep_configs(args):
             [('dim inference (stage 3 network)', {'model': 'dim', 'impl': 'ours', 'phase': 'test', 'batch_size': 1,
                                                   'crop_size': None, 'ndf': None, 'dim_stage': 3,
                                                   'test_size': args.test_size if args.model == 'dim' else 1024})]
+    if s == 'matting_inference':
+        row = {'model': 'alphagan', 'phase': 'test', 'batch_size': 1, 'crop_size': None, 'ndf': None,
+               'test_width': None, 'tile': 0, 'max_side': None, 'impl': 'ours'}
+        out = [(f'alphagan {n} px {amp}', {**row, 'test_size': n, 'amp': amp})
+               for n in (320, 1024) for amp in ('none', 'bf16')]
+        out.append(('alphagan 4000x3000 tile 1024/64 none', {**row, 'test_size': 3000, 'test_width': 4000,
+                                                              'tile': 1024, 'tile_overlap': 64, 'amp': 'none',
+                                                              'iters': 1, 'warmup': 0}))
+        if args.peer:
+            out += [(f'peer {n} px none', {**row, 'impl': 'peer', 'test_size': n, 'amp': 'none'}) for n in (320, 1024)]
+        return out
     raise ValueError(s)
 
 
@@ -694,6 +840,8 @@ def main(argv=None):
         run_bgmv2(args)
     elif args.sweep:
         run_sweep(args)
+    elif args.vs_peer:
+        print(json.dumps(run_vs_peer(args)), flush=True)
     elif args.vs_official:
         print(json.dumps(run_vs_official(args)), flush=True)
     else:
