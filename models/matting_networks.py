@@ -86,6 +86,9 @@ class ResNet50Encoder(nn.Module):
         self.layer2 = resnet.layer2
         self.layer3 = resnet.layer3
         self.layer4 = resnet.layer4
+        # Memory format of the features after the max-pool (the inference copy of AlphaGANGenerator
+        # sets channels_last; conv1 and the pooling indices are always computed as here).
+        self.features_memory_format = torch.contiguous_format
         for name, dilation in self.STAGE_DILATION.items():
             first_conv = getattr(self, name)[0].conv2
             first_conv.dilation = (dilation, dilation)
@@ -104,6 +107,7 @@ class ResNet50Encoder(nn.Module):
         """
         conv1 = self.relu(self.bn1(self.conv1(x)))
         pooled, indices = self.maxpool(conv1)
+        pooled = pooled.contiguous(memory_format=self.features_memory_format)
         conv2 = self.layer1(pooled)
         conv3 = self.layer2(conv2)
         conv4 = self.layer3(conv3)
@@ -285,9 +289,10 @@ class AlphaGANGenerator(nn.Module):
     ``self.encoder`` alone (initialise ``self.aspp`` / decoder modules only).
 
         fast_inference: in eval mode without gradients, run a copy of the network whose batch norms
-            are folded into the convolutions (:meth:`inference_network`): the same output within
-            1e-5 (``tests/test_matting_speed.py``), about a fifth less time on a CPU. False: always
-            the layers as they are (the reference path).
+            are folded into the convolutions and whose features are ``channels_last``
+            (:meth:`inference_network`): the same output within 1e-5
+            (``tests/test_matting_speed.py``), faster on a CPU (``scripts/benchmark.py --vs_peer``).
+            False: always the layers as they are (the reference path).
 
     Submodules: ``encoder`` (:class:`ResNet50Encoder`), ``aspp`` (:class:`ASPP`), then the decoder
     ``skip_conv2``, ``decode_quarter``, ``unpool``, ``skip_conv1``, ``decode_half``,
@@ -358,7 +363,8 @@ class AlphaGANGenerator(nn.Module):
 
     def inference_network(self):
         """The eval-mode copy the fast path runs: this network with its batch norms folded into the
-        convolutions (:func:`fold_batch_norms`; none with ``--norm instance``), except the encoder's
+        convolutions (:func:`fold_batch_norms`; none with ``--norm instance``) and its features in
+        ``channels_last`` memory format from ``layer1`` on, except the encoder's
         ``conv1`` / ``bn1``, kept as they are so that the max-pool indices the decoder unpools with
         are bit for bit the reference ones (a folded ``conv1`` rounds differently, and an index can
         flip where two pooled values tie, e.g. at ReLU zeros: a large, local difference).
@@ -375,7 +381,14 @@ class AlphaGANGenerator(nn.Module):
             net.fast_inference = False
             for p in net.parameters():
                 p.requires_grad_(False)
-            fold_batch_norms(net, keep=(net.encoder,))     # encoder.layer1-4 are folded
+            if fold_batch_norms(net, keep=(net.encoder,)):     # encoder.layer1-4 are folded
+                # channels_last from layer1 on (oneDNN's NHWC kernels, no reorders): the weights and
+                # the pooled features; conv1's weight stays contiguous, so conv1 runs the reference
+                # kernel. Not with instance norm: its statistics, reduced in another order, moved
+                # the output by 1.5e-5.
+                net.to(memory_format=torch.channels_last)
+                net.encoder.conv1.weight.data = net.encoder.conv1.weight.data.contiguous()
+                net.encoder.features_memory_format = torch.channels_last
             self._inference_copy = (key, net)
         return self._inference_copy[1]
 
@@ -393,7 +406,7 @@ class AlphaGANGenerator(nn.Module):
         # Full resolution: the input RGB (and guidance channels) join the decoder's features.
         y = self.decode_full(torch.cat([y, x[:, :3], x[:, 4:]], dim=1))
         alpha = torch.sigmoid(self.alpha_conv(y))
-        return alpha[..., :h, :w]
+        return alpha[..., :h, :w].contiguous()
 
 
 def download_imagenet_resnet50():

@@ -210,3 +210,58 @@ def test_dim_sweep_times_stage_1_and_3_training_and_stage_3_inference_per_megapi
     assert argv[argv.index('--dim_stage') + 1] == '3' and argv[argv.index('--crop_size') + 1] == '320'
     one = parse_args(['--model', 'dim', '--device', 'cpu'])
     assert (one.crop_size, one.test_size) == (320, 1024)
+
+
+def _fake_peer(root):
+    """A stand-in checkout of the peer (CDOTAD/AlphaGAN-Matting layout: model/Encoder.py and
+    model/Decoder.py, ``Encoder(BatchNorm)`` returning what ``Decoder`` takes), tiny and local."""
+    (root / 'model').mkdir()
+    (root / 'model' / '__init__.py').write_text('')
+    (root / 'model' / 'Encoder.py').write_text(
+        'from torch import nn\n'
+        'class Encoder(nn.Module):\n'
+        '    def __init__(self, BatchNorm):\n'
+        '        super().__init__()\n'
+        '        self.conv = nn.Conv2d(4, 32, 3, padding=1)\n'
+        '        self.norm = BatchNorm(32)\n'
+        '    def forward(self, x):\n'
+        '        return self.norm(self.conv(x)), x\n')
+    (root / 'model' / 'Decoder.py').write_text(
+        'import torch\n'
+        'from torch import nn\n'
+        'class Decoder(nn.Module):\n'
+        '    def __init__(self, BatchNorm):\n'
+        '        super().__init__()\n'
+        '        self.conv = nn.Conv2d(32, 1, 3, padding=1)\n'
+        '    def forward(self, x):\n'
+        '        return torch.sigmoid(self.conv(x[0]))\n')
+    return root
+
+
+def test_matting_inference_sweep_has_the_issue_rows_and_peer_rows_with_a_peer(tmp_path):
+    args = parse_args(['--sweep', 'matting_inference', '--device', 'cpu'])
+    labels = [label for label, _ in sweep_configs(args)]
+    assert labels == ['alphagan 320 px none', 'alphagan 320 px bf16', 'alphagan 1024 px none',
+                      'alphagan 1024 px bf16', 'alphagan 4000x3000 tile 1024/64 none']
+    tiled = dict(sweep_configs(args))['alphagan 4000x3000 tile 1024/64 none']
+    argv = to_argv(args, **tiled)
+    assert argv[argv.index('--tile') + 1] == '1024' and argv[argv.index('--test_width') + 1] == '4000'
+    peer = _fake_peer(tmp_path)
+    args = parse_args(['--sweep', 'matting_inference', '--device', 'cpu', '--peer', str(peer)])
+    assert [label for label, _ in sweep_configs(args)][-2:] == ['peer 320 px none', 'peer 1024 px none']
+    with pytest.raises(SystemExit):
+        parse_args(['--vs_peer', str(tmp_path / 'nowhere')])
+
+
+def test_vs_peer_times_ours_reference_and_peer_in_one_process(tmp_path):
+    peer = _fake_peer(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'scripts', 'benchmark.py'), '--vs_peer', str(peer), '--device', 'cpu',
+         '--test_size', '64', '--iters', '1', '--warmup', '0', '--threads', '1'],
+        capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rec = json.loads([ln for ln in proc.stdout.splitlines() if ln.strip()][-1])
+    assert rec['vs_peer'] and rec['size'] == [64, 64]
+    assert rec['max_abs_diff_vs_reference'] <= 1e-5
+    assert all(rec[f'{k}_s_per_megapixel'] > 0 for k in ('peer', 'reference', 'ours'))
+    assert rec['speedup_vs_peer'] > 0 and rec['speedup_vs_reference'] > 0
