@@ -289,10 +289,14 @@ class AlphaGANGenerator(nn.Module):
     ``self.encoder`` alone (initialise ``self.aspp`` / decoder modules only).
 
         fast_inference: in eval mode without gradients, run a copy of the network whose batch norms
-            are folded into the convolutions and whose features are ``channels_last``
-            (:meth:`inference_network`): the same output within 1e-5
-            (``tests/test_matting_speed.py``), faster on a CPU (``scripts/benchmark.py --vs_peer``).
-            False: always the layers as they are (the reference path).
+            are folded into the convolutions (:meth:`inference_network`): the same output within
+            1e-5 (``tests/test_matting_speed.py``; 6e-8 measured at 1024 px), faster on a CPU
+            (``scripts/benchmark.py --vs_peer``). False: always the layers as they are (the
+            reference path).
+        channels_last: the fast path also runs ``channels_last`` from ``layer1`` on: faster still
+            on a CPU (1.40x the reference at 1024 px against 1.10x folded alone, one run each), but
+            it sums in another order: 7.3e-5 from the reference at 1024 px with random weights
+            (within 1e-5 at the tests' sizes), so it is off unless asked for.
 
     Submodules: ``encoder`` (:class:`ResNet50Encoder`), ``aspp`` (:class:`ASPP`), then the decoder
     ``skip_conv2``, ``decode_quarter``, ``unpool``, ``skip_conv1``, ``decode_half``,
@@ -300,9 +304,10 @@ class AlphaGANGenerator(nn.Module):
     """
 
     def __init__(self, pretrained=False, pretrained_path=None, norm="batch", width=64, guidance_nc=0,
-                 fast_inference=True):
+                 fast_inference=True, channels_last=False):
         super().__init__()
         self.fast_inference = fast_inference
+        self.channels_last = channels_last
         self._inference_copy = None      # (key, folded copy): see inference_network
         if norm not in ("batch", "sync_batch", "instance"):
             raise UserInputError(
@@ -363,8 +368,8 @@ class AlphaGANGenerator(nn.Module):
 
     def inference_network(self):
         """The eval-mode copy the fast path runs: this network with its batch norms folded into the
-        convolutions (:func:`fold_batch_norms`; none with ``--norm instance``) and its features in
-        ``channels_last`` memory format from ``layer1`` on, except the encoder's
+        convolutions (:func:`fold_batch_norms`; none with ``--norm instance``) and, with
+        ``channels_last``, its features in that memory format from ``layer1`` on, except the encoder's
         ``conv1`` / ``bn1``, kept as they are so that the max-pool indices the decoder unpools with
         are bit for bit the reference ones (a folded ``conv1`` rounds differently, and an index can
         flip where two pooled values tie, e.g. at ReLU zeros: a large, local difference).
@@ -381,7 +386,7 @@ class AlphaGANGenerator(nn.Module):
             net.fast_inference = False
             for p in net.parameters():
                 p.requires_grad_(False)
-            if fold_batch_norms(net, keep=(net.encoder,)):     # encoder.layer1-4 are folded
+            if fold_batch_norms(net, keep=(net.encoder,)) and self.channels_last:   # layer1-4 folded
                 # channels_last from layer1 on (oneDNN's NHWC kernels, no reorders): the weights and
                 # the pooled features; conv1's weight stays contiguous, so conv1 runs the reference
                 # kernel. Not with instance norm: its statistics, reduced in another order, moved

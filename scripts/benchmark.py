@@ -89,7 +89,8 @@ and ``--amp bf16``, and 4000x3000 with ``--tile 1024 --tile_overlap 64`` (float3
 github.com/CDOTAD/AlphaGAN-Matting: ``PATH`` is a checkout of it, imported from there at run time
 (its ``model/Encoder.py`` and ``model/Decoder.py``, i.e. ``NetG`` with the GroupNorm(32) its
 training script uses); nothing of it is in this repository. ``--vs_peer PATH``: ours (the fast
-path), ours' reference path (``fast_inference=False``) and the peer's generator, random weights,
+path; ``--channels_last``: its channels_last variant), ours' reference path (``fast_inference=False``)
+and the peer's generator, random weights,
 on the same (1, 4, S, S) input, in one process, alternating (peer, reference, fast) ``--iters``
 rounds after ``--warmup`` rounds: ``speedup_vs_peer`` is the median over rounds of the peer's time
 over ours within the round (the host's load drift cancels), ``speedup_vs_reference`` the same
@@ -450,7 +451,7 @@ def run_vs_peer(args):
     device = setup_process(args)
     sync = Meter(device).sync
     load_before = os.getloadavg()
-    ours = AlphaGANGenerator().to(device).eval()
+    ours = AlphaGANGenerator(channels_last=args.channels_last).to(device).eval()
     peer = build_peer_generator(args.peer).to(device)
     g = torch.Generator().manual_seed(args.seed)
     h, w = args.test_size, args.test_width

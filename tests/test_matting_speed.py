@@ -38,10 +38,11 @@ def _fast_and_reference(net, x):
         return net(x), net.reference_forward(x)
 
 
-@pytest.mark.parametrize("width,size", [(64, (64, 48)), (8, (77, 130))])
-def test_fast_inference_matches_the_reference_within_1e_5(width, size):
+@pytest.mark.parametrize("width,size,channels_last", [(64, (64, 48), False), (8, (77, 130), False),
+                                                      (64, (64, 48), True)])
+def test_fast_inference_matches_the_reference_within_1e_5(width, size, channels_last):
     torch.manual_seed(0)
-    net = _randomise_norms(AlphaGANGenerator(width=width)).eval()
+    net = _randomise_norms(AlphaGANGenerator(width=width, channels_last=channels_last)).eval()
     x = _input(2, *size)
     fast, ref = _fast_and_reference(net, x)
     assert fast.shape == ref.shape == (2, 1, *size)
@@ -51,6 +52,8 @@ def test_fast_inference_matches_the_reference_within_1e_5(width, size):
     folded = net.inference_network()
     bns = [n for n, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d)]
     assert bns == ["encoder.bn1"]
+    assert folded.encoder.conv1.weight.is_contiguous()             # conv1 as the reference
+    assert folded.encoder.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
 def test_fast_inference_with_guidance_channels_and_instance_norm_matches_the_reference():
