@@ -243,20 +243,25 @@ class InstaGANModel(BaseModel):
         per-sample normalisation the calls of one generator are fused into one batch (per-sample
         results unchanged). With ``--blend matte`` each output's image is composited over its own
         input's (:func:`blend_translation`). Returns (fake_B, rec_A, fake_A, rec_B, idt_A, idt_B)
-        (idt_* None without)."""
+        (idt_* None without) and the generators' own fake_B, fake_A before compositing (``--blend
+        matte``; else None, None)."""
+        raw = {}
+
         def call(net, xs):
             sizes = [x.shape[0] for x in xs]
             if sum(sizes) == 0:
-                return list(xs)
-            if self.fuse_calls:
+                ys = list(xs)
+            elif self.fuse_calls:
                 ys = list(net(torch.cat(xs, 0)).split(sizes, 0))
             else:
                 ys = [net(x) if x.shape[0] else x for x in xs]
-            return [blend_translation(x, y)[0] for x, y in zip(xs, ys)] if self.blend else ys
+            raw.setdefault(net, ys)
+            return [blend_translation(x, y)[0] for x, y in zip(xs, ys)] if self.blend and sum(sizes) else ys
         fake_B, *idt_A = call(self.netG_A, [real_A] + ([real_B] if with_idt else []))
         rec_A, fake_A, *idt_B = call(self.netG_B, [fake_B, real_B] + ([real_A] if with_idt else []))
         rec_B, = call(self.netG_A, [fake_A])
-        return fake_B, rec_A, fake_A, rec_B, (idt_A or [None])[0], (idt_B or [None])[0]
+        raw_fakes = (raw[self.netG_A][0], raw[self.netG_B][1]) if self.blend else (None, None)
+        return (fake_B, rec_A, fake_A, rec_B, (idt_A or [None])[0], (idt_B or [None])[0]), raw_fakes
 
     def start_passes(self):
         """Start a sequential translation: each direction from the real images, no mask translated yet."""
@@ -280,11 +285,13 @@ class InstaGANModel(BaseModel):
         part_A, part_B = participation(with_instances, self.device, training=self.isTrain and torch.is_grad_enabled())
         real_A = torch.cat([self.seq_A.image, segs_A], 1)[part_A.index]
         real_B = torch.cat([self.seq_B.image, segs_B], 1)[part_B.index]
-        fake_B, rec_A, fake_A, rec_B, idt_A, idt_B = self.run_generators(real_A, real_B, with_idt)
+        (fake_B, rec_A, fake_A, rec_B, idt_A, idt_B), (raw_B, raw_A) = self.run_generators(real_A, real_B, with_idt)
         self.current_pass = Pass(
             slots,
-            A=PassSide(part_A, real_A, fake_B, rec_A, idt_B, self.seq_A.with_all_masks(part_A.index, slots, fake_B)),
-            B=PassSide(part_B, real_B, fake_A, rec_B, idt_A, self.seq_B.with_all_masks(part_B.index, slots, fake_A)))
+            A=PassSide(part_A, real_A, fake_B, rec_A, idt_B, self.seq_A.with_all_masks(part_A.index, slots, fake_B),
+                       raw_B),
+            B=PassSide(part_B, real_B, fake_A, rec_B, idt_A, self.seq_B.with_all_masks(part_B.index, slots, fake_A),
+                       raw_A))
         for seq, side in ((self.seq_A, self.current_pass.A), (self.seq_B, self.current_pass.B)):
             seq.advance(side.part.kept(side.part.index), slots, side.part.kept(side.fake), side.part.kept(side.rec))
             if self.blend:
@@ -323,7 +330,11 @@ class InstaGANModel(BaseModel):
     def side_losses(self, side, netD, lam, names):
         """GAN, cycle, identity and context-preserving losses of one direction of a pass. The context
         loss is L1 between the pass's input and translated image, weighted by the background of both
-        the input and the translated masks."""
+        the input and the translated masks. With ``--blend matte`` it is taken on the generator's own
+        image, before compositing: the composite equals the input outside both masks by
+        construction, so there the loss would be 0 and the generator would never learn to draw the
+        background -- which is what it must draw where an instance shrinks (a square's corners
+        becoming a disc's background)."""
         o = self.opt
         out = {names.G: self.criterionGAN(netD(side.fake_set), True, for_discriminator=False),
                names.cyc: self.criterionCyc(side.rec, side.real) * lam}
@@ -332,7 +343,8 @@ class InstaGANModel(BaseModel):
         if o.lambda_ctx > 0:
             n = side.real.shape[1] - 3
             weight = (1 - merge_masks(torch.cat([side.real[:, 3:], side.fake[:, 3:3 + n]], 1))) / 2
-            out[names.ctx] = weighted_l1(side.real[:, :3], side.fake[:, :3], weight) * lam * o.lambda_ctx
+            image = side.fake if side.fake_raw is None else side.fake_raw
+            out[names.ctx] = weighted_l1(side.real[:, :3], image[:, :3], weight) * lam * o.lambda_ctx
         if o.lambda_alpha > 0:
             out[names.alpha] = self.alpha_loss(side) * o.lambda_alpha
         if o.lambda_comp > 0:
@@ -411,13 +423,15 @@ class PassSide:
     ``rec``: the reconstruction of ``real`` from ``fake``, ``idt``: the other generator's identity
     mapping of ``real`` (None without the identity loss), all (b, 3 + n, H, W); ``fake_set``: what
     the discriminator judges, the translated image with the translated masks of every pass so far
-    (b, 3 + ins_max, H, W; earlier passes' detached, empty slots -1)."""
+    (b, 3 + ins_max, H, W; earlier passes' detached, empty slots -1); ``fake_raw``: with ``--blend
+    matte`` the generator's own output before compositing (b, 3 + n, H, W), else None."""
     part: Participation
     real: torch.Tensor
     fake: torch.Tensor
     rec: torch.Tensor
     idt: Optional[torch.Tensor]
     fake_set: torch.Tensor
+    fake_raw: Optional[torch.Tensor] = None
 
     def alpha(self):
         """``--blend matte``'s alpha of this translation (b, 1, H, W) in [0, 1] (recomputed, no graph)."""

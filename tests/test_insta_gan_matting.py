@@ -157,3 +157,32 @@ def test_default_options_build_the_official_layout():
     opt = TrainOptions(['--dataroot', 'x', *TINY]).parse()
     assert opt.blend == 'none' and opt.upsample == 'transpose'
     assert opt.lambda_alpha == 0 and opt.lambda_comp == 0
+
+
+def test_blend_matte_takes_the_context_loss_on_the_generators_own_image(shapes_root):
+    """On the composite the context loss is 0 outside both masks by construction; on the generator's
+    own image it teaches the generator to draw the background (what a shrinking instance needs)."""
+    from dataclasses import replace
+    from data import create_dataset
+    from models.insta_gan_model import NAMES
+    opt = TrainOptions(['--dataroot', shapes_root, *TINY, '--blend', 'matte']).parse()
+    model = create_model(opt)
+    model.setup(opt)
+    for name in ('netG_A', 'netG_B'):
+        setattr(model, name, BoxMasks(getattr(model, name)))
+    model.set_input(next(iter(create_dataset(opt))))
+    model.start_passes()
+    side = model.forward(0).A
+    assert side.fake_raw is not None and torch.equal(side.fake_raw[:, 3:], side.fake[:, 3:])
+    assert not torch.equal(side.fake_raw[:, :3], side.fake[:, :3])
+    on_raw = model.side_losses(side, model.netD_A, 1.0, NAMES['A'])['ctx_A']
+    on_composite = model.side_losses(replace(side, fake_raw=None), model.netD_A, 1.0, NAMES['A'])['ctx_A']
+    assert on_raw > 0.05 and on_composite < 0.01 * on_raw
+    on_raw.backward()
+    assert model.netG_A.net.parameters().__next__().grad.abs().sum() > 0   # it trains the generator
+
+    plain = create_model(TrainOptions(['--dataroot', shapes_root, *TINY]).parse())
+    plain.setup(plain.opt)
+    plain.set_input(next(iter(create_dataset(plain.opt))))
+    plain.start_passes()
+    assert plain.forward(0).A.fake_raw is None          # --blend none: the official loss on the output
