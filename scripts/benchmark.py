@@ -82,7 +82,8 @@ the row's own peak::
     python scripts/benchmark.py --model alphagan --phase test --test_size 3000 --test_width 4000 --tile 1024
     python scripts/benchmark.py --vs_peer /path/to/AlphaGAN-Matting --test_size 1024 --iters 3
 
-``matting_inference``: AlphaGAN inference (eval mode, ``model.test()``) at 320 and 1024 px, float32
+``matting_inference``: AlphaGAN and Deep Image Matting (its stage-3 network: encoder-decoder and
+refinement) inference (eval mode, ``model.test()``) at 320 and 1024 px, float32
 and ``--amp bf16``, and 4000x3000 with ``--tile 1024 --tile_overlap 64`` (float32), each with
 ``test_s_per_megapixel`` and ``peak_rss_mb``; with ``--peer PATH`` also the peer's generator
 (``--impl peer``) at 320 and 1024. The peer is the public AlphaGAN reproduction
@@ -758,11 +759,13 @@ def sweep_configs(args):
     if s == 'matting_inference':
         row = {'model': 'alphagan', 'phase': 'test', 'batch_size': 1, 'crop_size': None, 'ndf': None,
                'test_width': None, 'tile': 0, 'max_side': None, 'impl': 'ours'}
-        out = [(f'alphagan {n} px {amp}', {**row, 'test_size': n, 'amp': amp})
-               for n in (320, 1024) for amp in ('none', 'bf16')]
-        out.append(('alphagan 4000x3000 tile 1024/64 none', {**row, 'test_size': 3000, 'test_width': 4000,
-                                                              'tile': 1024, 'tile_overlap': 64, 'amp': 'none',
-                                                              'iters': 1, 'warmup': 0}))
+        out = []
+        for model, extra in (('alphagan', {}), ('dim', {'dim_stage': 3})):     # DIM: the stage-3 network
+            out += [(f'{model} {n} px {amp}', {**row, **extra, 'model': model, 'test_size': n, 'amp': amp})
+                    for n in (320, 1024) for amp in ('none', 'bf16')]
+            out.append((f'{model} 4000x3000 tile 1024/64 none', {**row, **extra, 'model': model, 'test_size': 3000,
+                                                                  'test_width': 4000, 'tile': 1024, 'tile_overlap': 64,
+                                                                  'amp': 'none', 'iters': 1, 'warmup': 0}))
         if args.peer:
             out += [(f'peer {n} px none', {**row, 'impl': 'peer', 'test_size': n, 'amp': 'none'}) for n in (320, 1024)]
         return out

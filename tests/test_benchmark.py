@@ -241,11 +241,15 @@ def _fake_peer(root):
 def test_matting_inference_sweep_has_the_issue_rows_and_peer_rows_with_a_peer(tmp_path):
     args = parse_args(['--sweep', 'matting_inference', '--device', 'cpu'])
     labels = [label for label, _ in sweep_configs(args)]
-    assert labels == ['alphagan 320 px none', 'alphagan 320 px bf16', 'alphagan 1024 px none',
-                      'alphagan 1024 px bf16', 'alphagan 4000x3000 tile 1024/64 none']
-    tiled = dict(sweep_configs(args))['alphagan 4000x3000 tile 1024/64 none']
-    argv = to_argv(args, **tiled)
-    assert argv[argv.index('--tile') + 1] == '1024' and argv[argv.index('--test_width') + 1] == '4000'
+    assert labels == [f'{m} {row}' for m in ('alphagan', 'dim') for row in (
+        '320 px none', '320 px bf16', '1024 px none', '1024 px bf16', '4000x3000 tile 1024/64 none')]
+    for model in ('alphagan', 'dim'):
+        tiled = dict(sweep_configs(args))[f'{model} 4000x3000 tile 1024/64 none']
+        argv = to_argv(args, **tiled)
+        assert argv[argv.index('--tile') + 1] == '1024' and argv[argv.index('--test_width') + 1] == '4000'
+        assert argv[argv.index('--model') + 1] == model
+    dim = parse_args(to_argv(args, **dict(sweep_configs(args))['dim 1024 px none']))
+    assert dim.model == 'dim' and dim.dim_stage == 3 and dim.test_size == 1024
     peer = _fake_peer(tmp_path)
     args = parse_args(['--sweep', 'matting_inference', '--device', 'cpu', '--peer', str(peer)])
     assert [label for label, _ in sweep_configs(args)][-2:] == ['peer 320 px none', 'peer 1024 px none']
