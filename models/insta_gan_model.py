@@ -1,6 +1,7 @@
 """InstaGAN (Mo, Cho, Shin, ICLR 2019): instance-aware unpaired translation of an image together
 with its instance masks, trained with sequential mini-batch translation."""
 import math
+import os
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -11,6 +12,7 @@ from data.trimap import trimap_from_masks
 from models import networks
 from models.base_model import BaseModel
 from models.losses import alpha_prediction_loss, composition_loss, discriminator_loss
+from options.base_options import saved_option
 from util.errors import UserInputError
 from util.image_pool import ImagePool
 from util.train_step import Participation, participation
@@ -166,6 +168,12 @@ class InstaGANModel(BaseModel):
             raise UserInputError(f'--ins_max and --ins_per must be at least 1 (got {opt.ins_max}, {opt.ins_per})')
         self.n_passes = math.ceil(opt.ins_max / opt.ins_per)
         self.blend = opt.blend == 'matte'
+        if not self.isTrain:                 # --blend changes no weight: say when it differs from training's
+            trained = saved_option(os.path.join(opt.checkpoints_dir, opt.name), 'blend')
+            if trained is not None and trained != opt.blend:
+                print(f'note: {os.path.join(opt.checkpoints_dir, opt.name, "train_opt.txt")} says this model '
+                      f'was trained with --blend {trained}; testing with --blend {opt.blend} (pass --blend '
+                      f'{trained} to composite as in training)')
         self.loss_names = ['D_A', 'G_A', 'cyc_A', 'idt_A', 'ctx_A', 'D_B', 'G_B', 'cyc_B', 'idt_B', 'ctx_B']
         if self.isTrain:
             if opt.lambda_alpha < 0 or opt.lambda_comp < 0:

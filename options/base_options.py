@@ -38,6 +38,20 @@ class _StoreConst(argparse.Action):
         setattr(namespace, self.target, self.value)
 
 
+def saved_option(expr_dir, name, phase='train'):
+    """The value (a string) that ``<expr_dir>/<phase>_opt.txt`` (written by ``print_options``)
+    records for option ``name``; None when the file or the line is missing."""
+    path = os.path.join(expr_dir, f'{phase}_opt.txt')
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        for line in f:
+            key, sep, rest = line.partition(':')
+            if sep and key.strip() == name:
+                return rest.split('\t')[0].strip()
+    return None
+
+
 class BaseOptions:
     """Parse, complete and save options. ``parse()`` returns an ``argparse.Namespace``."""
 

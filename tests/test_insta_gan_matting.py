@@ -186,3 +186,17 @@ def test_blend_matte_takes_the_context_loss_on_the_generators_own_image(shapes_r
     plain.set_input(next(iter(create_dataset(plain.opt))))
     plain.start_passes()
     assert plain.forward(0).A.fake_raw is None          # --blend none: the official loss on the output
+
+
+def test_testing_with_another_blend_than_training_says_so(shapes_root, tmp_path, capsys):
+    from options.test_options import TestOptions
+    ck = ['--checkpoints_dir', str(tmp_path), '--name', 'm']
+    TrainOptions(['--dataroot', shapes_root, *TINY, *ck, '--blend', 'matte']).parse()   # writes train_opt.txt
+    capsys.readouterr()
+    test = TINY[:-3]                                  # without --display_id 0 --no_html (training only)
+    assert TINY[-3:] == ['--display_id', '0', '--no_html']
+    create_model(TestOptions(['--dataroot', shapes_root, *test, *ck]).parse())
+    out = capsys.readouterr().out
+    assert 'trained with --blend matte; testing with --blend none' in out and 'train_opt.txt' in out
+    create_model(TestOptions(['--dataroot', shapes_root, *test, *ck, '--blend', 'matte']).parse())
+    assert 'trained with' not in capsys.readouterr().out
