@@ -253,22 +253,20 @@ class InstaGANModel(BaseModel):
         input's (:func:`blend_translation`). Returns (fake_B, rec_A, fake_A, rec_B, idt_A, idt_B)
         (idt_* None without) and the generators' own fake_B, fake_A before compositing (``--blend
         matte``; else None, None)."""
-        raw = {}
-
         def call(net, xs):
+            """(outputs, the generator's own outputs): composited under --blend matte, else the same."""
             sizes = [x.shape[0] for x in xs]
             if sum(sizes) == 0:
-                ys = list(xs)
-            elif self.fuse_calls:
+                return list(xs), list(xs)
+            if self.fuse_calls:
                 ys = list(net(torch.cat(xs, 0)).split(sizes, 0))
             else:
                 ys = [net(x) if x.shape[0] else x for x in xs]
-            raw.setdefault(net, ys)
-            return [blend_translation(x, y)[0] for x, y in zip(xs, ys)] if self.blend and sum(sizes) else ys
-        fake_B, *idt_A = call(self.netG_A, [real_A] + ([real_B] if with_idt else []))
-        rec_A, fake_A, *idt_B = call(self.netG_B, [fake_B, real_B] + ([real_A] if with_idt else []))
-        rec_B, = call(self.netG_A, [fake_A])
-        raw_fakes = (raw[self.netG_A][0], raw[self.netG_B][1]) if self.blend else (None, None)
+            return ([blend_translation(x, y)[0] for x, y in zip(xs, ys)] if self.blend else ys), ys
+        (fake_B, *idt_A), (raw_B, *_) = call(self.netG_A, [real_A] + ([real_B] if with_idt else []))
+        (rec_A, fake_A, *idt_B), (_, raw_A, *_) = call(self.netG_B, [fake_B, real_B] + ([real_A] if with_idt else []))
+        (rec_B,), _ = call(self.netG_A, [fake_A])
+        raw_fakes = (raw_B, raw_A) if self.blend else (None, None)
         return (fake_B, rec_A, fake_A, rec_B, (idt_A or [None])[0], (idt_B or [None])[0]), raw_fakes
 
     def start_passes(self):

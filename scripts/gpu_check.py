@@ -47,6 +47,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from scripts.benchmark import Meter, _quiet, first_conv  # noqa: E402
+
 from util.util import atomic_write  # noqa: E402
 
 SECTIONS = ('train_steps', 'matting_inference', 'bgmv2', 'vs_official')
@@ -112,16 +114,6 @@ def make_data(root, smoke):
 
 
 # ----------------------------------------------------------------------------- sections
-def _quiet():
-    """Model construction and the benchmark print; keep stdout for the final JSON."""
-    return contextlib.redirect_stdout(sys.stderr)
-
-
-def _sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def train_step_row(label, model_name, extra, data, amp, device, sizes, tmp):
     """Two training steps (fp16: until the weights change) of one row of TRAIN_ROWS at one
     precision; the row (``ok`` and why not)."""
@@ -144,21 +136,22 @@ def train_step_row(label, model_name, extra, data, amp, device, sizes, tmp):
     nets = {name: unwrap(net) for name, net in model.nets()}
     before = {name: [p.detach().clone() for p in net.parameters() if p.requires_grad] for name, net in nets.items()}
     dtypes = []
-    conv = next(m for net in nets.values() for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    conv = first_conv(model)
     conv.register_forward_hook(lambda m, i, o: dtypes.append(str(o.dtype).replace('torch.', '')))
     params = {name: [p for p in net.parameters() if p.requires_grad] for name, net in nets.items()}
 
     def unchanged():
         return [name for name in nets if all(torch.equal(a, p.detach()) for a, p in zip(before[name], params[name]))]
+    sync = Meter(device).sync
     model.set_input(batch)
     # fp16's GradScaler starts at 2**16 and skips the steps whose gradients overflow, halving its
     # scale each time: there the steps go on until every network has changed (at most 16).
     steps, s_step = 0, None
     while steps < (16 if amp == 'fp16' else 2):
-        _sync(device)
+        sync()
         t0 = time.perf_counter()
         model.optimize_parameters()
-        _sync(device)
+        sync()
         s_step, steps = time.perf_counter() - t0, steps + 1
         if steps >= 2 and not unchanged():
             break
