@@ -133,15 +133,13 @@ def train_step_row(label, model_name, extra, data, amp, device, sizes, tmp):
         batch = next(iter(create_dataset(opt)))
         model = create_model(opt)
         model.setup(opt)
-    nets = {name: unwrap(net) for name, net in model.nets()}
-    before = {name: [p.detach().clone() for p in net.parameters() if p.requires_grad] for name, net in nets.items()}
+    params = {name: [p for p in unwrap(net).parameters() if p.requires_grad] for name, net in model.nets()}
+    before = {name: [p.detach().clone() for p in ps] for name, ps in params.items()}
     dtypes = []
-    conv = first_conv(model)
-    conv.register_forward_hook(lambda m, i, o: dtypes.append(str(o.dtype).replace('torch.', '')))
-    params = {name: [p for p in net.parameters() if p.requires_grad] for name, net in nets.items()}
+    first_conv(model).register_forward_hook(lambda m, i, o: dtypes.append(str(o.dtype).replace('torch.', '')))
 
     def unchanged():
-        return [name for name in nets if all(torch.equal(a, p.detach()) for a, p in zip(before[name], params[name]))]
+        return [name for name, ps in params.items() if all(torch.equal(a, p.detach()) for a, p in zip(before[name], ps))]
     sync = Meter(device).sync
     model.set_input(batch)
     # fp16's GradScaler starts at 2**16 and skips the steps whose gradients overflow, halving its
@@ -156,7 +154,7 @@ def train_step_row(label, model_name, extra, data, amp, device, sizes, tmp):
         if steps >= 2 and not unchanged():
             break
     losses = {k: float(v) for k, v in model.get_current_losses().items()}
-    scales = [o.scaler.get_scale() for o in model.optimizers if getattr(o, 'scaler', None) and o.scaler.is_enabled()]
+    scales = [o.scaler.get_scale() for o in model.optimizers if o.scaler.is_enabled()]   # OptimWrappers (setup)
     expected = {'none': 'float32', 'bf16': 'bfloat16', 'fp16': 'float16'}[amp]
     problems = [f'loss {k} = {v}' for k, v in losses.items() if not torch.isfinite(torch.tensor(v))]
     problems += [f'weights of {name} unchanged after {steps} steps' for name in unchanged()]
