@@ -205,12 +205,12 @@ class Refiner(nn.Module):
 
     def forward(self, src, bgr, pha, fgr, err, hid):
         H, W = src.shape[2:]
-        src_bgr = torch.cat([src, bgr], dim=1)
-        coarse = torch.cat([hid, pha, fgr], dim=1)
-        half_in = F.interpolate(coarse, (H // 2, W // 2), mode='bilinear', align_corners=False)
-        half_img = F.interpolate(src_bgr, (H // 2, W // 2), mode='bilinear', align_corners=False)
         p_half, p_full = self.context
+        coarse = torch.cat([hid, pha, fgr], dim=1)
         if self.mode == 'full':
+            src_bgr = torch.cat([src, bgr], dim=1)
+            half_in = F.interpolate(coarse, (H // 2, W // 2), mode='bilinear', align_corners=False)
+            half_img = F.interpolate(src_bgr, (H // 2, W // 2), mode='bilinear', align_corners=False)
             x = self.stage1(F.pad(torch.cat([half_in, half_img], dim=1), (p_half,) * 4))
             x = F.interpolate(x, (H + 2 * p_full, W + 2 * p_full), mode='nearest')
             out = self.stage2(torch.cat([x, F.pad(src_bgr, (p_full,) * 4)], dim=1))
@@ -222,11 +222,20 @@ class Refiner(nn.Module):
         out = F.interpolate(torch.cat([pha, fgr], dim=1), (H, W), mode='bilinear', align_corners=False)
         where = torch.nonzero(ref[:, 0])           # (P, 3): batch, row, column of each location
         if len(where):
+            # Only the patches' windows are needed: no padded or concatenated copies of the full- or
+            # half-resolution images; channels-last half-resolution maps so each window row is one read.
             b, i, j = where.unbind(1)
-            x = torch.cat([crop_patches(half_in, b, i, j, 2, p_half),
-                           crop_patches(half_img, b, i, j, 2, p_half)], dim=1)
+
+            def half(t):
+                t = t.contiguous(memory_format=torch.channels_last)
+                return F.interpolate(t, (H // 2, W // 2), mode='bilinear', align_corners=False)
+
+            x = torch.cat([crop_patches(half(coarse), b, i, j, 2, p_half),
+                           crop_patches(half(src), b, i, j, 2, p_half),
+                           crop_patches(half(bgr), b, i, j, 2, p_half)], dim=1)
             x = F.interpolate(self.stage1(x), scale_factor=2, mode='nearest')
-            x = self.stage2(torch.cat([x, crop_patches(src_bgr, b, i, j, 4, p_full)], dim=1))
+            x = self.stage2(torch.cat([x, crop_patches(src, b, i, j, 4, p_full),
+                                       crop_patches(bgr, b, i, j, 4, p_full)], dim=1))
             out = paste_patches(out, x, b, i, j)
         return out[:, :1], out[:, 1:], ref
 
@@ -234,26 +243,28 @@ class Refiner(nn.Module):
 def crop_patches(x, b, i, j, cell, pad):
     """Windows of ``x`` (B, C, h, w) around grid cells: cell (i, j) of image b covers rows
     ``i*cell .. i*cell+cell-1`` (columns likewise); ``pad`` pixels around it, zeros outside.
-    ``b, i, j``: (P,) long. Returns (P, C, cell + 2 pad, cell + 2 pad)."""
-    if pad:
-        x = F.pad(x, (pad,) * 4)
-    side = cell + 2 * pad
-    offsets = torch.arange(side, device=x.device)
+    ``b, i, j``: (P,) long. Returns (P, C, cell + 2 pad, cell + 2 pad) (channels-last strides)."""
+    h, w = x.shape[2:]
+    offsets = torch.arange(-pad, cell + pad, device=x.device)
     rows = (i * cell)[:, None] + offsets                     # (P, side)
     cols = (j * cell)[:, None] + offsets
     # advanced indices around a slice: the indexed dims come first -> (P, side, side, C)
-    patches = x[b[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    patches = x[b[:, None, None], :, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
+    if pad:   # zeros outside the image, as a zero-padded crop (only border windows have such pixels)
+        outside = ((rows < 0) | (rows >= h))[:, :, None] | ((cols < 0) | (cols >= w))[:, None, :]
+        if outside.any():
+            patches = patches.masked_fill(outside[..., None], 0.0)
     return patches.permute(0, 3, 1, 2)
 
 
 def paste_patches(x, patches, b, i, j):
-    """``x`` (B, C, H, W) with the 4x4 ``patches`` (P, C, 4, 4) written at quarter-resolution cells
-    (b, i, j). Returns a new tensor (differentiable in both)."""
+    """``x`` (B, C, H, W) contiguous with the 4x4 ``patches`` (P, C, 4, 4) written at quarter-resolution
+    cells (b, i, j), in place (autograd records it; ``x`` must be no leaf). Returns ``x``."""
     B, C, H, W = x.shape
     s = patches.shape[-1]
-    grid = x.reshape(B, C, H // s, s, W // s, s).permute(0, 2, 4, 1, 3, 5)   # (B, H/s, W/s, C, s, s)
-    grid = grid.index_put((b, i, j), patches)
-    return grid.permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
+    grid = x.view(B, C, H // s, s, W // s, s).permute(0, 2, 4, 1, 3, 5)   # (B, H/s, W/s, C, s, s)
+    grid.index_put_((b, i, j), patches)
+    return x
 
 
 class MattingRefine(MattingBase):
