@@ -289,14 +289,15 @@ class AlphaGANGenerator(nn.Module):
     ``self.encoder`` alone (initialise ``self.aspp`` / decoder modules only).
 
         fast_inference: in eval mode without gradients, run a copy of the network whose batch norms
-            are folded into the convolutions (:meth:`inference_network`): the same output within
-            1e-5 (``tests/test_matting_speed.py``; 6e-8 measured at 1024 px), faster on a CPU
-            (``scripts/benchmark.py --vs_peer``). False: always the layers as they are (the
-            reference path).
-        channels_last: the fast path also runs ``channels_last`` from ``layer1`` on: faster still
-            on a CPU (1.40x the reference at 1024 px against 1.10x folded alone, one run each), but
-            it sums in another order: 7.3e-5 from the reference at 1024 px with random weights
-            (within 1e-5 at the tests' sizes), so it is off unless asked for.
+            are folded into the convolutions and whose features are ``channels_last`` from ``layer1``
+            on (:meth:`inference_network`). It is as exact as the layers as written: on a network
+            with calibrated batch-norm statistics, both are about 7e-5 from a float64 computation at
+            256 px, and the fast path never further from it than the reference
+            (``tests/test_matting_speed.py``); with random weights and the default statistics (a
+            saturated sigmoid) they agree within 1e-5. Faster on a CPU (``scripts/benchmark.py
+            --vs_peer``). False: always the layers as they are (the reference path).
+        channels_last: the fast path's memory format (oneDNN's NHWC kernels, no reorders between
+            layers); False: folding alone (contiguous), slower on a CPU.
 
     Submodules: ``encoder`` (:class:`ResNet50Encoder`), ``aspp`` (:class:`ASPP`), then the decoder
     ``skip_conv2``, ``decode_quarter``, ``unpool``, ``skip_conv1``, ``decode_half``,
@@ -304,7 +305,7 @@ class AlphaGANGenerator(nn.Module):
     """
 
     def __init__(self, pretrained=False, pretrained_path=None, norm="batch", width=64, guidance_nc=0,
-                 fast_inference=True, channels_last=False):
+                 fast_inference=True, channels_last=True):
         super().__init__()
         self.fast_inference = fast_inference
         self.channels_last = channels_last
@@ -405,7 +406,10 @@ class AlphaGANGenerator(nn.Module):
         y = self.aspp(feats["conv5_x"])
         y = F.interpolate(y, size=feats["conv2_x"].shape[-2:], mode="bilinear", align_corners=False)
         y = self.decode_quarter(torch.cat([y, self.skip_conv2(feats["conv2_x"])], dim=1))
-        y = self.unpool(y, feats["pool_indices"], output_size=feats["conv1"].shape[-2:])
+        # Contiguous: the 3x3/2 max-pool's windows overlap, so an index can repeat and the last write
+        # wins; max_unpool2d's channels-last kernel writes in another order (a different matte).
+        y = self.unpool(y.contiguous(), feats["pool_indices"], output_size=feats["conv1"].shape[-2:])
+        y = y.contiguous(memory_format=self.encoder.features_memory_format)
         y = self.decode_half(torch.cat([y, self.skip_conv1(feats["conv1"])], dim=1))
         y = self.up_full(y)
         # Full resolution: the input RGB (and guidance channels) join the decoder's features.

@@ -90,12 +90,13 @@ and ``--amp bf16``, and 4000x3000 with ``--tile 1024 --tile_overlap 64`` (float3
 github.com/CDOTAD/AlphaGAN-Matting: ``PATH`` is a checkout of it, imported from there at run time
 (its ``model/Encoder.py`` and ``model/Decoder.py``, i.e. ``NetG`` with the GroupNorm(32) its
 training script uses); nothing of it is in this repository. ``--vs_peer PATH``: ours (the fast
-path; ``--channels_last``: its channels_last variant), ours' reference path (``fast_inference=False``)
-and the peer's generator, random weights,
-on the same (1, 4, S, S) input, in one process, alternating (peer, reference, fast) ``--iters``
-rounds after ``--warmup`` rounds: ``speedup_vs_peer`` is the median over rounds of the peer's time
-over ours within the round (the host's load drift cancels), ``speedup_vs_reference`` the same
-against our reference path; ``max_abs_diff_vs_reference``: the fast path's output against it.
+path: batch norms folded, channels_last), the fast path folded alone (``channels_last=False``), ours'
+reference path (``fast_inference=False``) and the peer's generator, random weights,
+on the same (1, 4, S, S) input, in one process, alternating (peer, reference, folded, fast)
+``--iters`` rounds after ``--warmup`` rounds: ``speedup_vs_peer`` is the median over rounds of the
+peer's time over ours within the round (the host's load drift cancels), ``speedup_vs_reference``
+the same against our reference path, ``folded_vs_peer`` the folded-alone path's;
+``max_abs_diff_vs_reference``: the fast path's output against the reference.
 
 bgmv2 (BackgroundMattingV2 inference at HD and 4K, every refine mode, float32 and --amp, against
 full-resolution refinement): ``scripts/benchmark_bgmv2.py``, whose docstring says what it measures.
@@ -452,19 +453,24 @@ def run_vs_peer(args):
     device = setup_process(args)
     sync = Meter(device).sync
     load_before = os.getloadavg()
-    ours = AlphaGANGenerator(channels_last=args.channels_last).to(device).eval()
+    ours = AlphaGANGenerator().to(device).eval()
+    folded = AlphaGANGenerator(channels_last=False).to(device).eval()
+    folded.load_state_dict(ours.state_dict())
     peer = build_peer_generator(args.peer).to(device)
     g = torch.Generator().manual_seed(args.seed)
     h, w = args.test_size, args.test_width
     x = torch.cat([torch.randn(1, 3, h, w, generator=g),
                    torch.randint(0, 3, (1, 1, h, w), generator=g).float() / 2], 1).to(device)
-    runs = {'peer': lambda: peer(x), 'reference': lambda: ours.reference_forward(x), 'ours': lambda: ours(x)}
+    runs = {'peer': lambda: peer(x), 'reference': lambda: ours.reference_forward(x), 'folded': lambda: folded(x),
+            'ours': lambda: ours(x)}
     times = {k: [] for k in runs}
     with torch.inference_mode(), contextlib.ExitStack() as stack:
         if args.amp != 'none':
             stack.enter_context(torch.autocast(device.type, dtype=getattr(torch, {'bf16': 'bfloat16',
                                                                                  'fp16': 'float16'}[args.amp])))
-        diff = (ours(x).float() - ours.reference_forward(x).float()).abs().max().item()
+        reference = ours.reference_forward(x).float()
+        diff = (ours(x).float() - reference).abs().max().item()
+        diff_folded = (folded(x).float() - reference).abs().max().item()
         for _ in range(args.warmup):
             for fn in runs.values():
                 fn()
@@ -483,7 +489,8 @@ def run_vs_peer(args):
             **{f'{k}_s_per_megapixel': statistics.median(v) / mp for k, v in times.items()},
             **{f'{k}_s_all': [round(t, 3) for t in v] for k, v in times.items()},
             'speedup_vs_peer': ratio('peer', 'ours'), 'speedup_vs_reference': ratio('reference', 'ours'),
-            'reference_vs_peer': ratio('peer', 'reference'), 'max_abs_diff_vs_reference': diff,
+            'reference_vs_peer': ratio('peer', 'reference'), 'folded_vs_peer': ratio('peer', 'folded'),
+            'max_abs_diff_vs_reference': diff, 'folded_max_abs_diff_vs_reference': diff_folded,
             'iters': args.iters, 'warmup': args.warmup,
             'loadavg_after': [round(v, 2) for v in os.getloadavg()]}
 

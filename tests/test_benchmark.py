@@ -257,7 +257,7 @@ def test_matting_inference_sweep_has_the_issue_rows_and_peer_rows_with_a_peer(tm
         parse_args(['--vs_peer', str(tmp_path / 'nowhere')])
 
 
-def test_vs_peer_times_ours_reference_and_peer_in_one_process(tmp_path):
+def test_vs_peer_times_ours_folded_reference_and_peer_in_one_process(tmp_path):
     peer = _fake_peer(tmp_path)
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, 'scripts', 'benchmark.py'), '--vs_peer', str(peer), '--device', 'cpu',
@@ -267,5 +267,6 @@ def test_vs_peer_times_ours_reference_and_peer_in_one_process(tmp_path):
     rec = json.loads([ln for ln in proc.stdout.splitlines() if ln.strip()][-1])
     assert rec['vs_peer'] and rec['size'] == [64, 64]
     assert rec['max_abs_diff_vs_reference'] <= 1e-5
-    assert all(rec[f'{k}_s_per_megapixel'] > 0 for k in ('peer', 'reference', 'ours'))
+    assert rec['folded_max_abs_diff_vs_reference'] <= 1e-5
+    assert all(rec[f'{k}_s_per_megapixel'] > 0 for k in ('peer', 'reference', 'folded', 'ours'))
     assert rec['speedup_vs_peer'] > 0 and rec['speedup_vs_reference'] > 0
