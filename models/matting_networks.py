@@ -209,9 +209,16 @@ class ASPP(nn.Module):
         self.project = conv_norm_relu(out_channels * (len(rates) + 2), out_channels, 1, norm_layer)
 
     def forward(self, x):
-        """(B, in_channels, h, w) -> (B, out_channels, h, w), values >= 0."""
-        pooled = self.image_pool(x).expand(-1, -1, x.shape[-2], x.shape[-1])
-        return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
+        """(B, in_channels, h, w) -> (B, out_channels, h, w), values >= 0.
+
+        The projection of the concatenated branches, computed in two parts: the image-pooling
+        branch is constant over the image, so its share of the 1x1 projection is one value per
+        sample and channel, added to the projection of the other branches (no broadcast copy of
+        it is concatenated; the same sum in another order)."""
+        conv, norm_relu = self.project[0], self.project[1:]
+        n = conv.in_channels - self.image_pool[1].out_channels      # channels of the other branches
+        y = F.conv2d(torch.cat([b(x) for b in self.branches], dim=1), conv.weight[:, :n], conv.bias)
+        return norm_relu(y + F.conv2d(self.image_pool(x), conv.weight[:, n:]))
 
 
 def fold_batch_norms(module, keep=()):
@@ -413,7 +420,8 @@ class AlphaGANGenerator(nn.Module):
         y = self.decode_half(torch.cat([y, self.skip_conv1(feats["conv1"])], dim=1))
         y = self.up_full(y)
         # Full resolution: the input RGB (and guidance channels) join the decoder's features.
-        y = self.decode_full(torch.cat([y, x[:, :3], x[:, 4:]], dim=1))
+        image = torch.cat([x[:, :3], x[:, 4:]], dim=1).contiguous(memory_format=self.encoder.features_memory_format)
+        y = self.decode_full(torch.cat([y, image], dim=1))
         alpha = torch.sigmoid(self.alpha_conv(y))
         return alpha[..., :h, :w].contiguous()
 
