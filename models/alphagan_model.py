@@ -13,7 +13,6 @@ from models import networks
 from models.losses import alpha_prediction_loss, composition_loss, discriminator_loss, laplacian_loss
 from models.matting_base import (METRIC_NAMES, METRICS_TITLE, MattingModel, composite,  # noqa: F401 (re-exported)
                                  fill_known, unknown_region)
-from models.matting_guidance import GUIDANCE_CHOICES, GUIDANCE_NC, known_colours
 from util.errors import UserInputError
 from util.image_pool import ImagePool
 
@@ -65,11 +64,7 @@ class AlphaGANModel(MattingModel):
         parser.set_defaults(dataset_mode='matting', netG='alphagan', netD='n_layers', n_layers_D=3,
                             norm='batch', input_nc=4, output_nc=1, crop_size=320, load_size=320,
                             batch_size=1)
-        parser.add_argument('--guidance', default='none', choices=GUIDANCE_CHOICES,
-                            help="none: G sees RGB + trimap (paper). known_colours: also the colours of the "
-                                 "nearest known foreground / background pixels and the alpha projected between "
-                                 "them (models/matting_guidance.py; the CPU recipe of make demo-matting). Give "
-                                 "the same value to train.py and test.py")
+        MattingModel.add_guidance_option(parser)
         if is_train:
             # The paper's adversarial objective is the standard GAN one,
             # L_GAN = log D(real) + log(1 - D(C(G(x)))), i.e. --gan_mode vanilla (BCE on logits;
@@ -110,7 +105,7 @@ class AlphaGANModel(MattingModel):
         # Pretrained encoder weights only for a new training run: at test time and with
         # --continue_train the checkpoint overwrites them anyway (and no download is needed).
         fresh = self.isTrain and not opt.continue_train
-        self.netG = networks.define_G(4 + GUIDANCE_NC[opt.guidance], 1, opt.ngf, 'alphagan', opt.norm, False, opt.init_type, opt.init_gain,
+        self.netG = networks.define_G(4 + self.guidance_nc, 1, opt.ngf, 'alphagan', opt.norm, False, opt.init_type, opt.init_gain,
                                       self.device, pretrained=fresh and opt.pretrained,
                                       pretrained_path=opt.pretrained_path if fresh else None)
         if self.isTrain:
@@ -128,11 +123,7 @@ class AlphaGANModel(MattingModel):
         """(B, 4, H, W): RGB normalised with ImageNet statistics, then the trimap in {0, 0.5, 1}; with
         ``--guidance known_colours`` (B, 11, H, W): then the nearest known foreground and background
         colours (normalised as the RGB) and their projected alpha in [0, 1]."""
-        parts = [self.normalised_rgb(), self.trimap]
-        if self.opt.guidance == 'known_colours':
-            fg_n, bg_n, alpha_n = known_colours(self.image, self.trimap)
-            parts += [self.normalised_rgb(fg_n), self.normalised_rgb(bg_n), alpha_n]
-        return torch.cat(parts, dim=1)
+        return torch.cat([self.normalised_rgb(), self.trimap, *self.guidance_channels()], dim=1)
 
     def forward(self):
         """G on the batch: ``pred_alpha`` (raw output, float32; at test time with ``--max_side`` /

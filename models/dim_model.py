@@ -93,6 +93,7 @@ class DIMModel(MattingModel):
                        help='alpha: clamp(alpha + refinement, 0, 1) (paper); logit: sigmoid(logit + refinement)')
         g.add_argument('--dim_trimap', default=None, choices=('half', 'byte'),
                        help="trimap channel: half {0, 0.5, 1}; byte {0, 128/255, 1} (the port's trimap / 255)")
+        MattingModel.add_guidance_option(g)
         g.add_argument('--dim_stage', type=int, choices=(1, 2, 3), default=1 if is_train else None,
                        help='1: encoder-decoder; 2: refinement (encoder-decoder frozen); 3: all. '
                             + ('' if is_train else 'Default at test time: refinement if the checkpoint has it'))
@@ -123,8 +124,11 @@ class DIMModel(MattingModel):
             raise UserInputError(f'--dim_alpha_weight must be in [0, 1], got {opt.dim_alpha_weight}')
         self.visual_names = ['image', 'trimap', 'alpha', 'raw_alpha', 'composite', 'gt_alpha']
         self.model_names = ['G']
+        if self.guidance_nc and not self.isTrain and opt.dim_fit == 'resize':
+            raise UserInputError('--guidance known_colours runs with --dim_fit pad: the resize path is the port\'s '
+                                 'deploy.py, for its checkpoints (which have no guidance channels)')
         self.netG = DIMNet(opt.dim_skip, opt.dim_conv6, opt.dim_refine_on,
-                           refinement=self.stage is None or self.stage >= 2).to(self.device)
+                           refinement=self.stage is None or self.stage >= 2, guidance_nc=self.guidance_nc).to(self.device)
         self.raw_alpha = None
         if not self.isTrain:
             return
@@ -163,6 +167,11 @@ class DIMModel(MattingModel):
         file start fresh in training (a stage-1 file starting stage 2 or 3) and, at test time without
         ``--dim_stage``, are dropped (a stage-1 checkpoint); refinement layers a stage-1 network has
         no place for are not used."""
+        first = state.get('conv1_1.weight')
+        if torch.is_tensor(first) and first.dim() == 4 and first.shape[1] != net.in_channels:
+            raise UserInputError(f'the weights take {first.shape[1]} input channels, the network {net.in_channels}: '
+                                 f'pass --guidance {"known_colours" if first.shape[1] > 4 else "none"} as the run '
+                                 'that wrote them')
         shape = state.get('conv6_1.weight', torch.empty(0, 0, 0, 0)).shape
         if len(shape) == 4 and shape[-1] in (1, 3) and shape[-1] != net.conv6_kernel:
             k = shape[-1]
@@ -192,8 +201,9 @@ class DIMModel(MattingModel):
         return trimap
 
     def network_input(self):
-        """(B, 4, H, W): ImageNet-normalised RGB, then the trimap channel."""
-        return torch.cat([self.normalised_rgb(), self.trimap_channel(self.trimap)], dim=1)
+        """(B, 4 + guidance channels, H, W): ImageNet-normalised RGB, the trimap channel, then the
+        ``--guidance`` channels (:meth:`MattingModel.guidance_channels`)."""
+        return torch.cat([self.normalised_rgb(), self.trimap_channel(self.trimap), *self.guidance_channels()], dim=1)
 
     def forward(self):
         """G on the batch: ``pred_raw`` (encoder-decoder), ``pred_refined`` (None in stage 1) and

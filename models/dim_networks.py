@@ -71,9 +71,12 @@ def caffe_xavier_(conv):
 
 
 class DIMNet(nn.Module):
-    """(B, 4, H, W) [normalised RGB, trimap] -> (raw alpha, refined alpha or None), each (B, 1, H, W).
+    """(B, 4 + guidance_nc, H, W) [normalised RGB, trimap, guidance] -> (raw alpha, refined alpha or
+    None), each (B, 1, H, W).
 
     Args:
+        guidance_nc: extra input channels after the trimap into ``conv1_1`` (0 = the paper), e.g.
+            the known-colour guidance of ``models/matting_guidance.py`` (7).
         skip: add the encoder's feature maps to the unpooled decoder maps (the port; not the paper).
         conv6_kernel: 1 or 3, the kernel of ``conv6_1`` (padding 0 / 1).
         refine_on: ``'alpha'`` (paper: ``clamp(raw_alpha + r, 0, 1)``) or ``'logit'`` (port:
@@ -85,16 +88,17 @@ class DIMNet(nn.Module):
     :meth:`load_vgg16` puts ImageNet weights into the 13 encoder convolutions.
     """
 
-    def __init__(self, skip=False, conv6_kernel=1, refine_on='alpha', refinement=True):
+    def __init__(self, skip=False, conv6_kernel=1, refine_on='alpha', refinement=True, guidance_nc=0):
         super().__init__()
         if conv6_kernel not in (1, 3):
             raise UserInputError(f'DIM: conv6_1 kernel must be 1 or 3, got {conv6_kernel}')
         if refine_on not in REFINE_MODES:
             raise UserInputError(f'DIM: refine_on must be one of {REFINE_MODES}, got {refine_on!r}')
         self.skip, self.conv6_kernel, self.refine_on = skip, conv6_kernel, refine_on
+        self.in_channels = 4 + guidance_nc
         for block in VGG16_BLOCKS:
             for name, cin, cout in block:
-                setattr(self, name, nn.Conv2d(cin, cout, 3, padding=1))
+                setattr(self, name, nn.Conv2d(self.in_channels if name == 'conv1_1' else cin, cout, 3, padding=1))
         self.conv6_1 = nn.Conv2d(512, 512, conv6_kernel, padding=conv6_kernel // 2)
         self.deconv6_1 = nn.Conv2d(512, 512, 1)
         for name, cin, cout in DECODER:
@@ -127,7 +131,7 @@ class DIMNet(nn.Module):
 
     def load_vgg16(self, state_dict, source):
         """Load a ``torchvision.models.vgg16`` state dict (``features.<i>.weight/bias``) into the 13
-        encoder convolutions. ``conv1_1`` takes the RGB weights and a zero 4th (trimap) channel;
+        encoder convolutions. ``conv1_1`` takes the RGB weights and zeros for the trimap (and guidance) channels;
         ``classifier.*`` is not used (``conv6_1`` stays xavier-initialised, as in the port).
         Raises :class:`UserInputError` naming ``source`` if it is not a VGG-16 state dict."""
         fix = 'pass the state dict of a torchvision vgg16 (torch.save(vgg16(...).state_dict(), path))'
@@ -144,7 +148,7 @@ class DIMNet(nn.Module):
                     if tuple(value.shape) != (64, 3, 3, 3):
                         raise UserInputError(f'{source}: {key} has shape {tuple(value.shape)}, not '
                                              f'(64, 3, 3, 3); {fix}.')
-                    value = torch.cat([value, value.new_zeros(64, 1, 3, 3)], dim=1)
+                    value = torch.cat([value, value.new_zeros(64, self.in_channels - 3, 3, 3)], dim=1)
                 if value.shape != target.shape:
                     raise UserInputError(f'{source}: {key} has shape {tuple(value.shape)}, {name}.{part} '
                                          f'needs {tuple(target.shape)}; {fix}.')
@@ -153,13 +157,15 @@ class DIMNet(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x):
-        """x: (B, 4, H, W), channels 0-2 RGB normalised with ImageNet statistics, 3 the trimap (the
-        model class encodes it). Any H, W: padded (reflection) to multiples of 32, outputs cropped.
+        """x: (B, 4 + guidance_nc, H, W), channels 0-2 RGB normalised with ImageNet statistics, 3 the
+        trimap (the model class encodes it), then the guidance. Any H, W: padded (reflection) to
+        multiples of 32, outputs cropped.
 
         Returns ``(raw, refined)``: raw = sigmoid(deconv1(...)) (B, 1, H, W) in (0, 1); refined
         (B, 1, H, W) in [0, 1], or None without refinement layers."""
-        if x.dim() != 4 or x.shape[1] != 4:
-            raise ValueError(f'DIMNet expects (B, 4, H, W) RGB + trimap, got {tuple(x.shape)}')
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'DIMNet expects (B, {self.in_channels}, H, W) RGB + trimap'
+                             f'{" + guidance" if self.in_channels > 4 else ""}, got {tuple(x.shape)}')
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, SIZE_MULTIPLE)
         y, skips, indices = x, [], []

@@ -6,6 +6,9 @@ ImageNet-normalised network input, the trimap's known regions, and the test page
 and the ImageNet statistics on the device. A subclass sets ``self.alpha`` (the prediction with the
 known regions copied) in ``forward`` and fills ``self.metrics`` in ``test`` by calling ``score``.
 
+``--guidance`` (:meth:`MattingModel.add_guidance_option`, :meth:`MattingModel.guidance_channels`):
+the known-colour evidence as extra network input channels, for every trimap-based model.
+
 Test-time options of every matting model (:meth:`MattingModel.add_inference_options`, one copy):
 ``--tile`` / ``--tile_overlap`` (tiled inference in bounded memory) and ``--max_side`` (the longest
 side scaled down, the matte scaled back); a model applies them by calling its network through
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from models.base_model import BaseModel
+from models.matting_guidance import GUIDANCE_CHOICES, GUIDANCE_NC, known_colours
 from models.matting_networks import IMAGENET_MEAN, IMAGENET_STD
 from util.errors import UserInputError
 from util.metrics import evaluate_matte
@@ -90,6 +94,31 @@ class MattingModel(BaseModel):
                             'averaging, the trimap nearest), the matte back up (bilinear); default: full size. '
                             '--model dim --dim_fit resize: the limit of each side (default 1600, as the port)')
         return parser
+
+    @staticmethod
+    def add_guidance_option(parser):
+        """Add ``--guidance`` (train and test time; a matting model's ``modify_commandline_options``
+        calls this). The model appends :meth:`guidance_channels` to its network input."""
+        parser.add_argument('--guidance', default='none', choices=GUIDANCE_CHOICES,
+                            help="none: the network sees RGB + trimap (the papers). known_colours: also the "
+                                 "colours of the nearest known foreground / background pixels and the alpha "
+                                 "projected between them (models/matting_guidance.py; the CPU recipe of make "
+                                 "demo-matting). Give the same value to train.py and test.py")
+        return parser
+
+    @property
+    def guidance_nc(self):
+        """Extra input channels of ``--guidance`` (0 for none)."""
+        return GUIDANCE_NC[self.opt.guidance]
+
+    def guidance_channels(self):
+        """``--guidance known_colours``: [F_n, B_n, alpha_n], the nearest known foreground and background
+        colours (B, 3, H, W) x 2 normalised as the RGB input, and their projected alpha (B, 1, H, W) in
+        [0, 1]; [] for ``none``."""
+        if self.opt.guidance != 'known_colours':
+            return []
+        fg_n, bg_n, alpha_n = known_colours(self.image, self.trimap)
+        return [self.normalised_rgb(fg_n), self.normalised_rgb(bg_n), alpha_n]
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -177,4 +206,4 @@ class MattingModel(BaseModel):
     def report_options(self):
         """Extra header lines of the test page."""
         return {'alpha': 'known trimap regions copied; metrics on the saved 8-bit mattes',
-                'units': 'SAD, Grad, Conn / 1000; MSE mean over unknown pixels'}
+                'units': 'SAD, Grad, Conn / 1000; MSE mean over unknown pixels', 'guidance': self.opt.guidance}

@@ -55,10 +55,11 @@ from util.errors import UserInputError  # noqa: E402
 
 N_EPOCHS, N_EPOCHS_DECAY = 2, 2   # constant learning rate, then linear decay to zero
 REAL_DEFAULT = ROOT.parent / 'shared' / 'samples' / 'matting_real'
-# The AlphaGAN-only part of the CPU recipe (see the module docstring): the architecture (train and
-# test time) and the training-only loss weight.
-ALPHAGAN_ARCH = ['--ngf', '8', '--guidance', 'known_colours']
-ALPHAGAN_TRAIN = ['--lambda_gan', '0']
+# Each model's part of the CPU recipe (see the module docstring): its architecture options (train and
+# test time) and its training-only options.
+ARCH = {'alphagan': ['--ngf', '8', '--guidance', 'known_colours'],
+        'dim': ['--guidance', 'known_colours', '--dim_skip']}
+TRAIN_ONLY = {'alphagan': ['--lambda_gan', '0'], 'dim': []}
 
 
 def build_parser():
@@ -66,8 +67,8 @@ def build_parser():
     p.add_argument('--dataroot', default=str(ROOT / 'datasets' / 'matting_synth'),
                    help='synthetic matting set (made here when missing)')
     p.add_argument('--model', default='alphagan', choices=('alphagan', 'dim'),
-                   help='dim: Deep Image Matting stage 1 (encoder-decoder, no ImageNet weights here; without '
-                        'the AlphaGAN-only options --ngf / --lambda_gan / --guidance)')
+                   help='dim: Deep Image Matting stage 1 (the VGG-16 encoder-decoder at full width, no ImageNet '
+                        'weights here) with --guidance known_colours and the encoder skips (--dim_skip)')
     p.add_argument('--name', default=None, help='run name (default <model>_demo)')
     p.add_argument('--checkpoints_dir', default=str(ROOT / 'checkpoints'))
     p.add_argument('--results_dir', default=str(ROOT / 'results'))
@@ -101,7 +102,7 @@ def iters_per_epoch(iters):
 
 def model_args(a):
     """Architecture options the model needs at train and test time alike."""
-    return ALPHAGAN_ARCH if a.model == 'alphagan' else []
+    return ARCH[a.model]
 
 
 def train_args(a):
@@ -111,8 +112,7 @@ def train_args(a):
             '--seed', str(a.seed), '--batch_size', str(a.batch_size), '--crop_size', str(a.crop_size),
             '--crop_sizes', a.crop_sizes, '--trimap_mode', 'dilate_erode', '--bg_per_fg', '100',
             '--max_iters_per_epoch', str(per_epoch), '--n_epochs', str(N_EPOCHS),
-            '--n_epochs_decay', str(N_EPOCHS_DECAY), '--lr', str(a.lr), *model_args(a),
-            *(ALPHAGAN_TRAIN if a.model == 'alphagan' else []),
+            '--n_epochs_decay', str(N_EPOCHS_DECAY), '--lr', str(a.lr), *model_args(a), *TRAIN_ONLY[a.model],
             '--print_freq', str(max(1, per_epoch // 2)), '--display_freq', str(per_epoch),
             '--update_html_freq', str(per_epoch), '--save_epoch_freq', '0']
 

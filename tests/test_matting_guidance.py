@@ -1,5 +1,5 @@
 """Known-colour guidance (``--guidance known_colours``, models/matting_guidance.py): the nearest known
-colours and their projected alpha, and the AlphaGAN generator that takes them."""
+colours and their projected alpha, and the AlphaGAN and DIM networks that take them."""
 import pytest
 import torch
 
@@ -79,3 +79,31 @@ def test_alphagan_with_guidance_feeds_11_channels_and_test_time_needs_the_same_o
     m = create_model(guided)
     m.setup(guided)
     assert m.netG.encoder.conv1.in_channels == 11
+
+
+def test_dim_with_guidance_feeds_11_channels_and_a_checkpoint_needs_the_same_option(tmp_path):
+    common = ['--model', 'dim', '--dataroot', str(tmp_path), '--checkpoints_dir', str(tmp_path), '--name', 'g',
+              '--gpu_ids', '-1']
+    opt = TrainOptions(common + ['--guidance', 'known_colours']).parse(save=False)
+    model = create_model(opt)
+    assert model.netG.conv1_1.in_channels == 11
+    image, trimap, a = (torch.cat([t] * 8, dim=2) for t in two_colour_strip(32))
+    model.set_input({'image': image, 'trimap': trimap, 'alpha': a, 'fg': RED.view(1, 3, 1, 1).expand_as(image),
+                     'bg': BLUE.view(1, 3, 1, 1).expand_as(image), 'path': ['x.png']})
+    x = model.network_input()
+    assert x.shape == (1, 11, 32, 32) and torch.allclose(x[:, 10:], a, atol=1e-6)
+    before = model.netG.conv1_1.weight.detach().clone()
+    model.optimize_parameters()
+    assert not torch.equal(before[:, 4:], model.netG.conv1_1.weight[:, 4:])     # the guidance is learned from
+    model.save_networks('latest')
+    plain = TestOptions(common + ['--phase', 'test']).parse(save=False)
+    with pytest.raises(UserInputError, match='--guidance known_colours'):       # guided checkpoint, plain network
+        m = create_model(plain)
+        m.setup(plain)
+    guided = TestOptions(common + ['--phase', 'test', '--guidance', 'known_colours']).parse(save=False)
+    m = create_model(guided)
+    m.setup(guided)
+    assert m.netG.conv1_1.in_channels == 11 and m.report_options()['guidance'] == 'known_colours'
+    with pytest.raises(UserInputError, match='--dim_fit pad'):                  # the port's deploy path has none
+        create_model(TestOptions(common + ['--phase', 'test', '--guidance', 'known_colours', '--dim_preset',
+                                           'port']).parse(save=False))

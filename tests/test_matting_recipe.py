@@ -148,3 +148,22 @@ def test_zero_baseline_scores_alpha_zero_in_the_unknown_region(tmp_path):
         write_gray(tmp_path / role / 'x.png', img)
     r = evaluate_dirs(str(tmp_path / 'pred'), str(tmp_path / 'gt'), str(tmp_path / 'trimap'), baselines=['zero'])
     assert r['baselines']['zero']['per_image']['x']['SAD'] == pytest.approx(300 / 255 / 1000)
+
+
+@pytest.mark.parametrize('model', ['alphagan', 'dim'])
+def test_demo_recipe_options_build_the_same_network_at_train_and_test_time(model, tiny_root, tmp_path):
+    from options.test_options import TestOptions
+    from scripts import demo_matting
+    a = demo_matting.build_parser().parse_args(['--model', model, '--dataroot', tiny_root,
+                                                '--checkpoints_dir', str(tmp_path)])
+    a.name = 'demo'
+    train = create_model(TrainOptions(demo_matting.train_args(a)).parse(save=False))
+    test = create_model(TestOptions(demo_matting.test_args(a, tiny_root, str(tmp_path))).parse(save=False))
+    assert train.opt.guidance == test.opt.guidance == 'known_colours'
+    # (test time without --dim_stage builds DIM's refinement and drops it when the checkpoint has none)
+    keys = lambda m: [k for k in m.netG.state_dict() if not k.startswith('refine_')]  # noqa: E731
+    assert keys(train) == keys(test)
+    first = next(m for m in train.netG.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 11                                      # RGB + trimap + 7 guidance channels
+    if model == 'dim':
+        assert train.opt.dim_skip and test.opt.dim_skip
