@@ -55,55 +55,45 @@ def test_a_batch_is_handled_image_by_image():
     assert torch.allclose(alpha[0], a[0], atol=1e-6) and torch.allclose(alpha[1], a[0].flip(-1), atol=1e-6)
 
 
-def test_alphagan_with_guidance_feeds_11_channels_and_test_time_needs_the_same_option(tmp_path):
-    common = ['--model', 'alphagan', '--dataroot', str(tmp_path), '--checkpoints_dir', str(tmp_path), '--name', 'g',
-              '--gpu_ids', '-1', '--ngf', '4']
-    opt = TrainOptions(common + ['--guidance', 'known_colours', '--lambda_gan', '0']).parse(save=False)
-    model = create_model(opt)
-    assert model.netG.encoder.conv1.in_channels == 11
-    image, trimap, a = two_colour_strip(32)
-    image = torch.cat([image] * 8, dim=2)
-    trimap, a = torch.cat([trimap] * 8, dim=2), torch.cat([a] * 8, dim=2)
-    model.set_input({'image': image, 'trimap': trimap, 'alpha': a, 'fg': RED.view(1, 3, 1, 1).expand_as(image),
-                     'bg': BLUE.view(1, 3, 1, 1).expand_as(image), 'path': ['x.png']})
-    x = model.generator_input()
-    assert x.shape == (1, 11, 32, 32)
-    assert torch.allclose(x[:, 10:], a, atol=1e-6)   # the projected alpha is the last channel
-    model.optimize_parameters()
-    model.save_networks('latest')
-    plain = TestOptions(common + ['--phase', 'test']).parse(save=False)
-    with pytest.raises(UserInputError, match='does not fit netG.*--guidance'):   # guided checkpoint, plain G
-        m = create_model(plain)
-        m.setup(plain)
-    guided = TestOptions(common + ['--phase', 'test', '--guidance', 'known_colours']).parse(save=False)
-    m = create_model(guided)
-    m.setup(guided)
-    assert m.netG.encoder.conv1.in_channels == 11
+def first_conv(model):
+    return next(m for m in model.netG.modules() if isinstance(m, torch.nn.Conv2d))
 
 
-def test_dim_with_guidance_feeds_11_channels_and_a_checkpoint_needs_the_same_option(tmp_path):
-    common = ['--model', 'dim', '--dataroot', str(tmp_path), '--checkpoints_dir', str(tmp_path), '--name', 'g',
-              '--gpu_ids', '-1']
-    opt = TrainOptions(common + ['--guidance', 'known_colours']).parse(save=False)
+@pytest.mark.parametrize('name', ['alphagan', 'dim'])
+def test_guidance_feeds_11_channels_and_a_checkpoint_needs_the_same_option(name, tmp_path):
+    common = ['--model', name, '--dataroot', str(tmp_path), '--checkpoints_dir', str(tmp_path), '--name', 'g',
+              '--gpu_ids', '-1'] + (['--ngf', '4'] if name == 'alphagan' else [])
+    opt = TrainOptions(common + ['--guidance', 'known_colours']
+                       + (['--lambda_gan', '0'] if name == 'alphagan' else [])).parse(save=False)
     model = create_model(opt)
-    assert model.netG.conv1_1.in_channels == 11
+    assert first_conv(model).in_channels == 11
     image, trimap, a = (torch.cat([t] * 8, dim=2) for t in two_colour_strip(32))
     model.set_input({'image': image, 'trimap': trimap, 'alpha': a, 'fg': RED.view(1, 3, 1, 1).expand_as(image),
                      'bg': BLUE.view(1, 3, 1, 1).expand_as(image), 'path': ['x.png']})
-    x = model.network_input()
-    assert x.shape == (1, 11, 32, 32) and torch.allclose(x[:, 10:], a, atol=1e-6)
-    before = model.netG.conv1_1.weight.detach().clone()
+    x = model.generator_input() if name == 'alphagan' else model.network_input()
+    assert x.shape == (1, 11, 32, 32)
+    assert torch.allclose(x[:, 10:], a, atol=1e-6)   # the projected alpha is the last channel
+    before = first_conv(model).weight.detach().clone()
     model.optimize_parameters()
-    assert not torch.equal(before[:, 4:], model.netG.conv1_1.weight[:, 4:])     # the guidance is learned from
+    assert not torch.equal(before[:, 4:], first_conv(model).weight[:, 4:])     # the guidance is learned from
     model.save_networks('latest')
     plain = TestOptions(common + ['--phase', 'test']).parse(save=False)
-    with pytest.raises(UserInputError, match='--guidance known_colours'):       # guided checkpoint, plain network
+    with pytest.raises(UserInputError, match='--guidance'):                    # guided checkpoint, plain network
         m = create_model(plain)
         m.setup(plain)
     guided = TestOptions(common + ['--phase', 'test', '--guidance', 'known_colours']).parse(save=False)
     m = create_model(guided)
     m.setup(guided)
-    assert m.netG.conv1_1.in_channels == 11 and m.report_options()['guidance'] == 'known_colours'
+    assert first_conv(m).in_channels == 11 and m.report_options()['guidance'] == 'known_colours'
+
+
+def test_dim_guidance_error_names_the_option_and_the_port_path_refuses_it(tmp_path):
+    common = ['--model', 'dim', '--dataroot', str(tmp_path), '--checkpoints_dir', str(tmp_path), '--name', 'g',
+              '--gpu_ids', '-1']
+    create_model(TrainOptions(common + ['--guidance', 'known_colours']).parse(save=False)).save_networks('latest')
+    plain = TestOptions(common + ['--phase', 'test']).parse(save=False)
+    with pytest.raises(UserInputError, match='11 input channels.*--guidance known_colours'):
+        create_model(plain).setup(plain)
     with pytest.raises(UserInputError, match='--dim_fit pad'):                  # the port's deploy path has none
         create_model(TestOptions(common + ['--phase', 'test', '--guidance', 'known_colours', '--dim_preset',
                                            'port']).parse(save=False))
