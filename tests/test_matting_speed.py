@@ -96,6 +96,15 @@ def test_fast_path_is_not_taken_in_training_or_with_gradients():
     assert not any(k.startswith("_inference") for k in net.state_dict())   # checkpoints unchanged
 
 
+def test_the_default_inference_copy_is_folded_and_channels_last():
+    net = AlphaGANGenerator(width=8).eval()
+    with torch.no_grad():
+        net(_input(1, 32, 32))
+    folded = net.inference_network()
+    assert folded.encoder.features_memory_format == torch.channels_last
+    assert folded.encoder.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_reference_path_when_fast_inference_is_off():
     torch.manual_seed(0)
     net = AlphaGANGenerator(width=8, fast_inference=False).eval()
