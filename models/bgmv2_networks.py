@@ -207,11 +207,13 @@ class Refiner(nn.Module):
         H, W = src.shape[2:]
         p_half, p_full = self.context
         coarse = torch.cat([hid, pha, fgr], dim=1)
+
+        def half(t):
+            return F.interpolate(t, (H // 2, W // 2), mode='bilinear', align_corners=False)
+
         if self.mode == 'full':
             src_bgr = torch.cat([src, bgr], dim=1)
-            half_in = F.interpolate(coarse, (H // 2, W // 2), mode='bilinear', align_corners=False)
-            half_img = F.interpolate(src_bgr, (H // 2, W // 2), mode='bilinear', align_corners=False)
-            x = self.stage1(F.pad(torch.cat([half_in, half_img], dim=1), (p_half,) * 4))
+            x = self.stage1(F.pad(torch.cat([half(coarse), half(src_bgr)], dim=1), (p_half,) * 4))
             x = F.interpolate(x, (H + 2 * p_full, W + 2 * p_full), mode='nearest')
             out = self.stage2(torch.cat([x, F.pad(src_bgr, (p_full,) * 4)], dim=1))
             ref = src.new_ones(src.shape[0], 1, H // 4, W // 4)
@@ -223,16 +225,13 @@ class Refiner(nn.Module):
         where = torch.nonzero(ref[:, 0])           # (P, 3): batch, row, column of each location
         if len(where):
             # Only the patches' windows are needed: no padded or concatenated copies of the full- or
-            # half-resolution images; channels-last half-resolution maps so each window row is one read.
+            # half-resolution images; channels-last half-resolution maps so each window row is one read
+            # (the small coarse map converted before resizing, the images after: the cheaper side).
             b, i, j = where.unbind(1)
-
-            def half(t):
-                t = t.contiguous(memory_format=torch.channels_last)
-                return F.interpolate(t, (H // 2, W // 2), mode='bilinear', align_corners=False)
-
-            x = torch.cat([crop_patches(half(coarse), b, i, j, 2, p_half),
-                           crop_patches(half(src), b, i, j, 2, p_half),
-                           crop_patches(half(bgr), b, i, j, 2, p_half)], dim=1)
+            cl = torch.channels_last
+            x = torch.cat([crop_patches(half(coarse.contiguous(memory_format=cl)), b, i, j, 2, p_half),
+                           crop_patches(half(src).contiguous(memory_format=cl), b, i, j, 2, p_half),
+                           crop_patches(half(bgr).contiguous(memory_format=cl), b, i, j, 2, p_half)], dim=1)
             x = F.interpolate(self.stage1(x), scale_factor=2, mode='nearest')
             x = self.stage2(torch.cat([x, crop_patches(src, b, i, j, 4, p_full),
                                        crop_patches(bgr, b, i, j, 4, p_full)], dim=1))
