@@ -49,15 +49,19 @@ FILL_DISC, FILL_SQUARE = np.pi / 4, 1.0  # instance area / bounding-box area of 
 BACKGROUND_LEVEL = (70, 190)  # gray level of backgrounds; textures add +-AMPLITUDE
 BACKGROUND_AMPLITUDE = (10, 30)
 BACKGROUND_TINT = 8        # at most this much colour (per channel) in a background
+BACKGROUNDS = ('stripes', 'checker', 'noise', 'blobs')  # texture kinds, drawn uniformly unless one is asked for
 SPLITS = ('train', 'test')
 DOMAINS = ('A', 'B')
 
 
 # ---------------------------------------------------------------------------- drawing
-def _background(rng, size):
-    """Textured, nearly gray background (size, size, 3) float; same law for both domains."""
+def _background(rng, size, kind=None):
+    """Textured, nearly gray background (size, size, 3) float; same law for both domains. ``kind``:
+    one of :data:`BACKGROUNDS` (None: drawn uniformly; the draw is taken either way, so the
+    default's files are those of earlier versions)."""
     yy, xx = np.mgrid[0:size, 0:size] / size
-    kind = rng.integers(4)
+    drawn = rng.integers(len(BACKGROUNDS))
+    kind = drawn if kind is None else BACKGROUNDS.index(kind)
     if kind == 0:  # stripes
         theta, freq, phase = rng.uniform(0, np.pi), rng.uniform(2, 8), rng.uniform(0, 2 * np.pi)
         tex = np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)
@@ -89,16 +93,17 @@ def _shape_mask(shape, cx, cy, s, size):
     return (np.abs(dx) <= s) & (np.abs(dy) <= s)
 
 
-def make_sample(domain, rng, size=64):
+def make_sample(domain, rng, size=64, background=None):
     """One image of ``domain`` ('A' or 'B'): ``(image (size, size, 3) uint8, masks (K, size, size) bool)``.
 
-    1 <= K <= MAX_INSTANCES; masks are disjoint and non-empty.
+    1 <= K <= MAX_INSTANCES; masks are disjoint and non-empty. ``background``: one of
+    :data:`BACKGROUNDS`, or None for any.
     """
     shape = SHAPES[domain]
     colours = list((A_COLOURS if domain == 'A' else B_COLOURS).values())
     s_range = DISC_RADIUS if shape == 'disc' else SQUARE_HALF_SIDE
     full_area = (lambda s: np.pi * s * s) if shape == 'disc' else (lambda s: 4 * s * s)
-    image = _background(rng, size)
+    image = _background(rng, size, background)
     occupied = np.zeros((size, size), dtype=bool)
     masks, centres = [], []
     n = rng.integers(1, MAX_INSTANCES + 1)
@@ -134,11 +139,13 @@ def make_sample(domain, rng, size=64):
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), np.stack(masks)
 
 
-def make_shapes_dataset(out='datasets/shapes', n_train=200, n_test=20, size=64, seed=0, overwrite=False):
+def make_shapes_dataset(out='datasets/shapes', n_train=200, n_test=20, size=64, seed=0, overwrite=False,
+                        background=None):
     """Write the dataset (layout in the module docstring); returns ``{'trainA': n images, ...}``.
 
     Each image has its own generator seeded by (seed, split, domain, index), so the files depend
-    only on these arguments. The folders appear only when complete.
+    only on these arguments. The folders appear only when complete. ``background``: one texture
+    kind of :data:`BACKGROUNDS` for every image (None: each image draws one).
     """
     counts = {'train': n_train, 'test': n_test}
     names = [f'{split}{d}{suffix}' for split in SPLITS for d in DOMAINS for suffix in ('', '_seg')]
@@ -147,7 +154,7 @@ def make_shapes_dataset(out='datasets/shapes', n_train=200, n_test=20, size=64, 
             for di, d in enumerate(DOMAINS):
                 for i in range(counts[split]):
                     rng = np.random.default_rng([seed, si, di, i])
-                    image, masks = make_sample(d, rng, size)
+                    image, masks = make_sample(d, rng, size, background)
                     write_instances(os.path.join(tmp, split + d), os.path.join(tmp, split + d + '_seg'),
                                     f'{i:04d}', image, masks)
     return {split + d: counts[split] for split in SPLITS for d in DOMAINS}
@@ -218,11 +225,14 @@ def main(argv=None):
     parser.add_argument('--size', type=int, default=64, help='image side in pixels')
     parser.add_argument('--seed', type=int, default=0, help='same seed, same files')
     parser.add_argument('--overwrite', action='store_true', help='replace existing folders in --out')
+    parser.add_argument('--background', choices=BACKGROUNDS, default=None,
+                        help='one texture for every background (default: each image draws one)')
     args = parser.parse_args(argv)
     if args.size < 16 or args.n_train < 0 or args.n_test < 0 or args.seed < 0:
         parser.error('--size must be >= 16; --n_train, --n_test and --seed must be >= 0')
     start = time.time()
-    counts = make_shapes_dataset(args.out, args.n_train, args.n_test, args.size, args.seed, args.overwrite)
+    counts = make_shapes_dataset(args.out, args.n_train, args.n_test, args.size, args.seed, args.overwrite,
+                                 args.background)
     print(f"wrote {sum(counts.values())} images ({', '.join(f'{k}: {v}' for k, v in counts.items())}) "
           f"to {args.out} in {time.time() - start:.1f} s")
 

@@ -16,8 +16,8 @@ from data.unaligned_seg_dataset import UnalignedSegDataset
 from datasets.generate_ccp_dataset import generate_ccp_dataset
 from datasets.generate_coco_dataset import generate_coco_dataset
 from datasets.generate_mhp_dataset import MHP_LABELS, generate_mhp_dataset
-from datasets.make_shapes_dataset import (classify_instance, colour_score, make_sample, make_shapes_dataset,
-                                          shape_score)
+from datasets.make_shapes_dataset import (BACKGROUNDS, classify_instance, colour_score, make_sample,
+                                          make_shapes_dataset, shape_score)
 from util.errors import UserInputError
 
 pytestmark = pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')  # pycocotools + numpy 2
@@ -98,6 +98,22 @@ def test_shapes_have_touching_and_border_cut_instances_and_same_backgrounds():
     # same background law: per-image mean gray levels of the two domains agree
     assert abs(background['A'].mean() - background['B'].mean()) < 15
     assert abs(background['A'].std() - background['B'].std()) < 15
+
+
+def test_shapes_background_option_gives_the_texture_the_default_would_draw_under_that_name():
+    """``--background K`` replaces only the texture draw: a seed whose default draw is K gives the same
+    sample with or without it, another kind gives another background (same instances' law)."""
+    seen = set()
+    for i in range(12):
+        seed = [3, i]
+        drawn = BACKGROUNDS[np.random.default_rng(seed).integers(len(BACKGROUNDS))]
+        seen.add(drawn)
+        default_img, default_masks = make_sample('A', np.random.default_rng(seed), 64)
+        img, masks = make_sample('A', np.random.default_rng(seed), 64, background=drawn)
+        assert np.array_equal(img, default_img) and np.array_equal(masks, default_masks)
+        other = BACKGROUNDS[(BACKGROUNDS.index(drawn) + 1) % len(BACKGROUNDS)]
+        assert not np.array_equal(make_sample('A', np.random.default_rng(seed), 64, background=other)[0], default_img)
+    assert seen == set(BACKGROUNDS)
 
 
 def test_instance_judge_classifies_generated_instances(tmp_path):
