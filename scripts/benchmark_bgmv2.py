@@ -18,6 +18,8 @@ One JSON line per configuration (size x precision x refine mode), then a markdow
 * Time: median wall time of ``--iters`` forward passes after ``--warmup`` (no gradients; CUDA
   synchronised). Memory: CUDA ``max_memory_allocated`` above the weights; on CPU the peak of live
   tensor memory of one more pass (the profiler's allocation records; ``peak_live_mb``).
+* ``--sample_pixels K1,K2,...``: one 'sampling' row per k (default: the size's preset), to see how
+  many refined pixels SAD within a margin of full refinement costs, and at what speed.
 * ``--quality N``: SAD (whole image, / 1000, on 8-bit mattes) of every mode over the first N test
   images resized to the size (src, plate and ground truth bilinearly), float32; ``sad_vs_full`` is
   the mean SAD over the full mode's. Meaningful with trained ``--weights`` only.
@@ -54,6 +56,9 @@ def build_parser():
     p.add_argument('--refine_threshold', type=float, default=0.1)
     p.add_argument('--dataroot', default=None, help='a matting test set (default: the built-in synthetic one)')
     p.add_argument('--quality', type=int, default=0, help='images of the test set to score per mode (0: none)')
+    p.add_argument('--sample_pixels', default=None,
+                   help="'sampling' rows' refined pixels, comma-separated (default: the size's preset); e.g. "
+                        '320000,1000000,2000000 to see what SAD within a margin of full costs')
     return p
 
 
@@ -122,7 +127,10 @@ def run_bgmv2(common):
         src, bgr = (resized(t, w, h).to(device) for t in pairs[0][:2])
         for amp in precisions:
             full_fps = full_sad = None
-            for mode in sorted(modes, key=lambda m: m != 'full'):      # the baseline first
+            ks = [int(k) for k in args.sample_pixels.split(',')] if args.sample_pixels else [pixels]
+            configs = [(m, k) for m in sorted(modes, key=lambda m: m != 'full')        # the baseline first
+                       for k in (ks if m == 'sampling' else [pixels])]
+            for mode, pixels in configs:
                 torch.manual_seed(common.seed)
                 net = build(args, mode, scale, pixels, device)
                 out = {}
@@ -185,10 +193,10 @@ def mean_sad(net, pairs, w, h, device):
 def markdown_table(rows):
     def f(v, spec):
         return '-' if v is None else format(v, spec)
-    lines = ['| size | precision | mode | frames/s | x full | peak MB | refined | SAD | SAD / full |',
-             '|---|---|---|---|---|---|---|---|---|']
+    lines = ['| size | precision | mode | sampled pixels | frames/s | x full | peak MB | refined | SAD | SAD / full |',
+             '|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         lines.append(f"| {r['size']} ({r['width']}x{r['height']}, scale {r['backbone_scale']:g}) | {r['amp']} | "
-                     f"{r['mode']} | {r['fps']:.3f} | {f(r['x_full'], '.2f')} | {r['peak_mem_mb']:.0f} | "
+                     f"{r['mode']} | {r['sample_pixels'] if r['mode'] == 'sampling' else '-'} | {r['fps']:.3f} | {f(r['x_full'], '.2f')} | {r['peak_mem_mb']:.0f} | "
                      f"{r['refined']:.3f} | {f(r.get('sad'), '.3f')} | {f(r.get('sad_vs_full'), '.3f')} |")
     return '\n'.join(lines)

@@ -297,11 +297,15 @@ def test_test_py_loads_an_official_checkpoint_as_it_is(official, synth, tmp_path
 def test_benchmark_rows_give_each_mode_against_full_resolution_refinement(synth, capsys):
     from scripts import benchmark
     benchmark.main(['--model', 'bgmv2', '--sizes', '64x48', '--modes', 'sampling,full', '--amp_modes', 'none',
-                    '--iters', '1', '--warmup', '0', '--device', 'cpu', '--dataroot', synth, '--quality', '1'])
+                    '--iters', '1', '--warmup', '0', '--device', 'cpu', '--dataroot', synth, '--quality', '1',
+                    '--sample_pixels', '160,3072'])
     lines = capsys.readouterr().out.splitlines()
     import json
     rows = [json.loads(line) for line in lines if line.startswith('{')]
-    assert [r['mode'] for r in rows] == ['full', 'sampling']            # the baseline first
+    assert [(r['mode'], r['sample_pixels']) for r in rows] == [('full', 80_000), ('sampling', 160), ('sampling', 3072)]
     assert rows[0]['x_full'] == 1.0 and rows[1]['x_full'] > 0 and rows[1]['sad_vs_full'] > 0
+    # 160 px = 10 of the 16 x 12 patches; 3072 px = every patch, which is full refinement
+    assert rows[1]['refined'] == pytest.approx(10 / 192) and rows[2]['refined'] == 1.0
+    assert rows[2]['sad_vs_full'] == pytest.approx(1.0, abs=1e-3)
     assert all(r['peak_mem_mb'] > 0 and r['fps'] > 0 for r in rows)
     assert any(line.startswith('| size |') for line in lines)
