@@ -41,7 +41,8 @@ SATURATION_MIN = 0.25   # output pixels more saturated than this count as instan
 DIRECTIONS = (('A', 'AtoB'), ('B', 'BtoA'))   # (input side, direction)
 VARIANT_KEYS = {'insta_gan': 'insta_gan', 'insta_gan --blend matte': 'insta_gan_matte',   # row -> --models key
                 'insta_gan --blend matte + matting losses': 'insta_gan_matte_losses',
-                'insta_gan --upsample resize': 'insta_gan_resize', 'cycle_gan': 'cycle_gan'}
+                'insta_gan --upsample resize': 'insta_gan_resize',
+                'insta_gan --blend matte --upsample resize': 'insta_gan_matte_resize', 'cycle_gan': 'cycle_gan'}
 
 
 def saturation(img):
@@ -244,6 +245,7 @@ def main(argv=None):
         'insta_gan --blend matte': ('insta_gan', insta + matte, []),
         'insta_gan --blend matte + matting losses': ('insta_gan', insta + matte + losses, losses),
         'insta_gan --upsample resize': ('insta_gan', insta + ['--upsample', 'resize'], []),
+        'insta_gan --blend matte --upsample resize': ('insta_gan', insta + matte + ['--upsample', 'resize'], []),
         'cycle_gan': ('cycle_gan', ['--netG', args.cyclegan_netG], []),
     }
     unknown = set(args.models) - {VARIANT_KEYS[v] for v in variants}
