@@ -20,6 +20,10 @@ One JSON line per configuration (size x precision x refine mode), then a markdow
   tensor memory of one more pass (the profiler's allocation records; ``peak_live_mb``).
 * ``--sample_pixels K1,K2,...``: one 'sampling' row per k (default: the size's preset), to see how
   many refined pixels SAD within a margin of full refinement costs, and at what speed.
+* ``--oracle`` (with ``--quality``): per k, the SAD when the k / 16 patches where the upsampled
+  coarse alpha's *true* error is largest take full refinement's output, the upsampled coarse alpha
+  elsewhere: what sampling would give with a perfect error map, to tell the error map's share of a
+  gap from the data's.
 * ``--quality N``: SAD (whole image, / 1000, on 8-bit mattes) of every mode over the first N test
   images resized to the size (src, plate and ground truth bilinearly), float32; ``sad_vs_full`` is
   the mean SAD over the full mode's. Meaningful with trained ``--weights`` only.
@@ -59,6 +63,9 @@ def build_parser():
     p.add_argument('--sample_pixels', default=None,
                    help="'sampling' rows' refined pixels, comma-separated (default: the size's preset); e.g. "
                         '320000,1000000,2000000 to see what SAD within a margin of full costs')
+    p.add_argument('--oracle', action='store_true',
+                   help="with --quality and the full mode: an 'oracle' row per sampled-pixel count, the SAD of "
+                        'sampling had its error map been the true error (no timing)')
     return p
 
 
@@ -173,9 +180,23 @@ def run_bgmv2(common):
                     rec['sad_vs_full'] = rec['sad'] / full_sad if full_sad else None
                 rows.append(rec)
                 print(json.dumps(rec), flush=True)
+                if mode == 'full' and args.oracle and args.quality and amp == 'none':
+                    for k in ks:
+                        sad = oracle_sad(net, pairs, w, h, k, device)
+                        rows.append({**rec, 'mode': 'oracle', 'sample_pixels': k, 'sad': sad, 'sad_vs_full': sad / full_sad,
+                                     's_per_frame': None, 'fps': None, 'x_full': None, 'peak_mem_mb': None,
+                                     'refined': min(1.0, k / 16 / (w // 4 * (h // 4)))})
+                        print(json.dumps(rows[-1]), flush=True)
                 del net
     print(markdown_table(rows), flush=True)
     return rows
+
+
+def sad8(pred, gt):
+    """SAD / 1000 (whole image) of ``pred`` as an 8-bit matte against ``gt``; both (1, 1, H, W) in [0, 1]."""
+    pred8 = (pred[0, 0].float().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    gt = np.round(gt[0, 0].double().numpy() * 255, 3)
+    return compute_sad(pred8, gt, np.full(gt.shape, UNKNOWN, np.uint8))
 
 
 def mean_sad(net, pairs, w, h, device):
@@ -184,9 +205,26 @@ def mean_sad(net, pairs, w, h, device):
     for src, bgr, pha in pairs:
         with torch.no_grad():
             pred = net(resized(src, w, h).to(device), resized(bgr, w, h).to(device))[0]
-        pred8 = (pred[0, 0].float().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
-        gt = np.round(resized(pha, w, h)[0, 0].double().numpy() * 255, 3)
-        sads.append(compute_sad(pred8, gt, np.full(gt.shape, UNKNOWN, np.uint8)))
+        sads.append(sad8(pred, resized(pha, w, h)))
+    return float(np.mean(sads))
+
+
+def oracle_sad(net, pairs, w, h, k, device):
+    """Mean SAD / 1000 of sampling with a perfect error map: ``net`` (a 'full' MattingRefine) gives its
+    refined alpha on the ``k // 16`` 4x4 patches where the bilinearly upsampled coarse alpha is
+    furthest from the truth, and the upsampled coarse alpha elsewhere (as the sampling mode does)."""
+    sads = []
+    for src, bgr, pha in pairs:
+        gt = resized(pha, w, h)
+        with torch.no_grad():
+            out = net(resized(src, w, h).to(device), resized(bgr, w, h).to(device))
+        full, pha_sm = out[0].float().cpu(), out[2].float().cpu()
+        up = F.interpolate(pha_sm, (h, w), mode='bilinear', align_corners=False)
+        error = F.avg_pool2d((up - gt).abs(), 4)
+        keep = torch.zeros(error.numel())
+        keep[error.flatten().topk(min(k // 16, error.numel())).indices] = 1
+        keep = F.interpolate(keep.view_as(error), scale_factor=4, mode='nearest')
+        sads.append(sad8(keep * full + (1 - keep) * up, gt))
     return float(np.mean(sads))
 
 
@@ -197,6 +235,7 @@ def markdown_table(rows):
              '|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         lines.append(f"| {r['size']} ({r['width']}x{r['height']}, scale {r['backbone_scale']:g}) | {r['amp']} | "
-                     f"{r['mode']} | {r['sample_pixels'] if r['mode'] == 'sampling' else '-'} | {r['fps']:.3f} | {f(r['x_full'], '.2f')} | {r['peak_mem_mb']:.0f} | "
+                     f"{r['mode']} | {r['sample_pixels'] if r['mode'] in ('sampling', 'oracle') else '-'} | "
+                     f"{f(r['fps'], '.3f')} | {f(r['x_full'], '.2f')} | {f(r['peak_mem_mb'], '.0f')} | "
                      f"{r['refined']:.3f} | {f(r.get('sad'), '.3f')} | {f(r.get('sad_vs_full'), '.3f')} |")
     return '\n'.join(lines)

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.bgmv2_networks import MattingBase, MattingRefine, Refiner, crop_patches, paste_patches
+from models.bgmv2_networks import (MattingBase, MattingRefine, Refiner, clamp_passing_gradient, crop_patches,
+                                   paste_patches, split_coarse)
 
 REFINE_OUTPUTS = ('pha', 'fgr', 'pha_sm', 'fgr_sm', 'err_sm', 'ref_sm')
 
@@ -131,6 +132,26 @@ def test_patches_are_cropped_and_pasted_at_their_cells():
     pasted = paste_patches(x, -torch.ones(2, 3, 4, 4), b, i, j)
     assert (pasted[1, :, 4:8, 8:12] == -1).all() and (pasted[0, :, :4, :4] == -1).all()
     assert (pasted >= 0).sum() == x.numel() - 2 * 3 * 16
+
+
+def test_error_map_clamp_keeps_official_values_and_lets_the_error_loss_reach_negative_outputs():
+    """The official hard clamp gives a raw error output below 0 no gradient even where the true
+    error is large, so such pixels never learn; ours has the same values and passes the gradient."""
+    raw = torch.tensor([-2.0, -0.5, 0.3, 3e7]).view(1, 1, 2, 2)          # 3e7: 1 - x is not exact in float32
+    x = torch.zeros(1, 37, 2, 2)
+    x[:, 4:5] = raw
+    x.requires_grad_(True)
+    err = split_coarse(x)[2]
+    assert torch.equal(err.detach(), raw.clamp(0, 1)) and torch.equal(clamp_passing_gradient(raw, 0, 1), raw.clamp(0, 1))
+    target = torch.full_like(raw, 0.4)
+    F.mse_loss(err, target).backward()
+    grad = x.grad[:, 4:5].flatten()
+    assert (grad[:2] < 0).all()                           # below 0 with a true error: pushed up (official: 0)
+    assert grad[2] < 0 and grad[3] > 0                    # in range as before; above 1: pushed down
+    hard = raw.clone().requires_grad_(True)
+    F.mse_loss(hard.clamp(0, 1), target).backward()
+    assert (hard.grad.flatten()[:2] == 0).all()           # what the official clamp does
+    assert torch.count_nonzero(x.grad[:, torch.arange(37) != 4]) == 0   # the other outputs untouched
 
 
 def test_backbone_scale_above_one_half_is_refused():
@@ -298,14 +319,17 @@ def test_benchmark_rows_give_each_mode_against_full_resolution_refinement(synth,
     from scripts import benchmark
     benchmark.main(['--model', 'bgmv2', '--sizes', '64x48', '--modes', 'sampling,full', '--amp_modes', 'none',
                     '--iters', '1', '--warmup', '0', '--device', 'cpu', '--dataroot', synth, '--quality', '1',
-                    '--sample_pixels', '160,3072'])
+                    '--sample_pixels', '160,3072', '--oracle'])
     lines = capsys.readouterr().out.splitlines()
     import json
     rows = [json.loads(line) for line in lines if line.startswith('{')]
-    assert [(r['mode'], r['sample_pixels']) for r in rows] == [('full', 80_000), ('sampling', 160), ('sampling', 3072)]
-    assert rows[0]['x_full'] == 1.0 and rows[1]['x_full'] > 0 and rows[1]['sad_vs_full'] > 0
+    assert [(r['mode'], r['sample_pixels']) for r in rows] == [
+        ('full', 80_000), ('oracle', 160), ('oracle', 3072), ('sampling', 160), ('sampling', 3072)]
+    full, oracle_few, oracle_all, few, every = rows
+    assert full['x_full'] == 1.0 and few['x_full'] > 0 and few['sad_vs_full'] > 0 and oracle_few['fps'] is None
     # 160 px = 10 of the 16 x 12 patches; 3072 px = every patch, which is full refinement
-    assert rows[1]['refined'] == pytest.approx(10 / 192) and rows[2]['refined'] == 1.0
-    assert rows[2]['sad_vs_full'] == pytest.approx(1.0, abs=1e-3)
-    assert all(r['peak_mem_mb'] > 0 and r['fps'] > 0 for r in rows)
+    assert few['refined'] == pytest.approx(10 / 192) and every['refined'] == 1.0
+    assert every['sad_vs_full'] == pytest.approx(1.0, abs=1e-3) and oracle_all['sad_vs_full'] == pytest.approx(1.0, abs=1e-3)
+    assert oracle_few['sad_vs_full'] != pytest.approx(1.0, abs=1e-3)
+    assert all(r['peak_mem_mb'] > 0 and r['fps'] > 0 for r in rows if r['mode'] != 'oracle')
     assert any(line.startswith('| size |') for line in lines)
