@@ -174,18 +174,21 @@ def run_bgmv2(common):
                 if mode == 'full':
                     full_fps = rec['fps']
                 rec['x_full'] = rec['fps'] / full_fps if full_fps else None
+                oracle = []
                 if args.quality and amp == 'none':
-                    rec['sad'] = mean_sad(net, pairs, w, h, device)
+                    if mode == 'full' and args.oracle:     # full's SAD and the oracle's from the same passes
+                        rec['sad'], oracle = oracle_sads(net, pairs, w, h, ks, device)
+                    else:
+                        rec['sad'] = mean_sad(net, pairs, w, h, device)
                     full_sad = rec['sad'] if mode == 'full' else full_sad
                     rec['sad_vs_full'] = rec['sad'] / full_sad if full_sad else None
                 rows.append(rec)
                 print(json.dumps(rec), flush=True)
-                if mode == 'full' and args.oracle and args.quality and amp == 'none':
-                    for k, sad in zip(ks, oracle_sads(net, pairs, w, h, ks, device)):
-                        rows.append({**rec, 'mode': 'oracle', 'sample_pixels': k, 'sad': sad, 'sad_vs_full': sad / full_sad,
-                                     's_per_frame': None, 'fps': None, 'x_full': None, 'peak_mem_mb': None,
-                                     'refined': min(1.0, k / 16 / (w // 4 * (h // 4)))})
-                        print(json.dumps(rows[-1]), flush=True)
+                for k, sad in zip(ks, oracle):
+                    rows.append({**rec, 'mode': 'oracle', 'sample_pixels': k, 'sad': sad, 'sad_vs_full': sad / full_sad,
+                                 's_per_frame': None, 'fps': None, 'x_full': None, 'peak_mem_mb': None,
+                                 'refined': min(1.0, k / 16 / (w // 4 * (h // 4)))})
+                    print(json.dumps(rows[-1]), flush=True)
                 del net
     print(markdown_table(rows), flush=True)
     return rows
@@ -209,16 +212,17 @@ def mean_sad(net, pairs, w, h, device):
 
 
 def oracle_sads(net, pairs, w, h, ks, device):
-    """Mean SAD / 1000 of sampling with a perfect error map, one per k of ``ks``: ``net`` (a 'full'
-    MattingRefine) gives its refined alpha on the ``k // 16`` 4x4 patches where the bilinearly
-    upsampled coarse alpha is furthest from the truth, the upsampled coarse alpha elsewhere (as the
-    sampling mode does). One forward pass per image for every k."""
-    sads = np.zeros((len(pairs), len(ks)))
+    """(mean SAD / 1000 of ``net``, a 'full' MattingRefine, [the same of sampling with a perfect error
+    map, one per k of ``ks``]): full refinement's alpha on the ``k // 16`` 4x4 patches where the
+    bilinearly upsampled coarse alpha is furthest from the truth, the upsampled coarse alpha elsewhere
+    (as the sampling mode does). One forward pass per image for all of it."""
+    full_sads, sads = np.zeros(len(pairs)), np.zeros((len(pairs), len(ks)))
     for i, (src, bgr, pha) in enumerate(pairs):
         gt = resized(pha, w, h)
         with torch.no_grad():
             out = net(resized(src, w, h).to(device), resized(bgr, w, h).to(device))
         full, pha_sm = out[0].float().cpu(), out[2].float().cpu()
+        full_sads[i] = sad8(full, gt)
         up = F.interpolate(pha_sm, (h, w), mode='bilinear', align_corners=False)
         error = F.avg_pool2d((up - gt).abs(), 4)
         order = error.flatten().argsort(descending=True)
@@ -227,7 +231,7 @@ def oracle_sads(net, pairs, w, h, ks, device):
             keep[order[:k // 16]] = 1
             keep = F.interpolate(keep.view_as(error), scale_factor=4, mode='nearest')
             sads[i, j] = sad8(keep * full + (1 - keep) * up, gt)
-    return sads.mean(0).tolist()
+    return float(full_sads.mean()), sads.mean(0).tolist()
 
 
 def markdown_table(rows):

@@ -7,6 +7,7 @@ from models import create_model
 from models.matting_guidance import known_colours
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
+from scripts.benchmark import first_conv
 from util.errors import UserInputError
 
 RED, BLUE = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])
@@ -53,10 +54,6 @@ def test_a_batch_is_handled_image_by_image():
     flipped = (image.flip(-1), trimap.flip(-1))
     _, _, alpha = known_colours(torch.cat([image, flipped[0]]), torch.cat([trimap, flipped[1]]))
     assert torch.allclose(alpha[0], a[0], atol=1e-6) and torch.allclose(alpha[1], a[0].flip(-1), atol=1e-6)
-
-
-def first_conv(model):
-    return next(m for m in model.netG.modules() if isinstance(m, torch.nn.Conv2d))
 
 
 @pytest.mark.parametrize('name', ['alphagan', 'dim'])

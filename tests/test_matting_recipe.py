@@ -15,6 +15,7 @@ from models.losses import alpha_prediction_loss
 from models.matting_base import fill_known, unknown_region
 from models.matting_networks import AlphaGANGenerator
 from options.train_options import TrainOptions
+from scripts.benchmark import first_conv
 from scripts.eval_matting import evaluate_dirs
 from util.errors import UserInputError
 
@@ -163,7 +164,6 @@ def test_demo_recipe_options_build_the_same_network_at_train_and_test_time(model
     # (test time without --dim_stage builds DIM's refinement and drops it when the checkpoint has none)
     keys = lambda m: [k for k in m.netG.state_dict() if not k.startswith('refine_')]  # noqa: E731
     assert keys(train) == keys(test)
-    first = next(m for m in train.netG.modules() if isinstance(m, torch.nn.Conv2d))
-    assert first.in_channels == 11                                      # RGB + trimap + 7 guidance channels
+    assert first_conv(train).in_channels == 11                                      # RGB + trimap + 7 guidance channels
     if model == 'dim':
         assert train.opt.dim_skip and test.opt.dim_skip
