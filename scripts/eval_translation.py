@@ -227,6 +227,8 @@ def main(argv=None):
     p.add_argument('--gpu_ids', default=None)
     p.add_argument('--checkpoints_dir', default='./checkpoints')
     p.add_argument('--name_prefix', default='eval_translation')
+    p.add_argument('--seed', type=int, default=0,
+                   help='training seed of every row (run names get _seedN when not 0); the test set stays seed 0')
     p.add_argument('--skip_train', action='store_true', help='evaluate existing runs only')
     p.add_argument('--json', default=None, help='write the results here')
     args = p.parse_args(argv)
@@ -234,7 +236,7 @@ def main(argv=None):
         make_shapes_dataset(args.dataroot, n_train=200, n_test=max(20, args.n_test), size=args.size, seed=0)
     import train as train_script
     common = ['--ngf', str(args.ngf), '--ndf', str(args.ngf), '--load_size', str(args.size), '--crop_size',
-              str(args.size), '--checkpoints_dir', args.checkpoints_dir, '--seed', '0']
+              str(args.size), '--checkpoints_dir', args.checkpoints_dir, '--seed', str(args.seed)]
     if args.gpu_ids is not None:
         common += ['--gpu_ids', args.gpu_ids]
     insta = ['--n_blocks', str(args.n_blocks), '--ins_max', str(args.ins_max), '--ins_per', str(args.ins_per)]
@@ -251,7 +253,8 @@ def main(argv=None):
     unknown = set(args.models) - {VARIANT_KEYS[v] for v in variants}
     if unknown:
         p.error(f'--models: unknown {sorted(unknown)}; choose from {sorted(VARIANT_KEYS.values())}')
-    runs = {row: (model, ['--name', f'{args.name_prefix}_{VARIANT_KEYS[row]}', *extra], train_only)
+    suffix = f'_seed{args.seed}' if args.seed else ''
+    runs = {row: (model, ['--name', f'{args.name_prefix}_{VARIANT_KEYS[row]}{suffix}', *extra], train_only)
             for row, (model, extra, train_only) in variants.items() if VARIANT_KEYS[row] in args.models}
     results = {'identity (no translation)': identity_baseline(args.dataroot, args.n_test, args.margin, args.size)}
     for row, (model_name, extra, train_only) in runs.items():
@@ -269,7 +272,7 @@ def main(argv=None):
         results[row] = evaluate(model_name, [*common, *test_extra], args.dataroot, args.n_test, args.margin)
         results[row]['train_seconds'] = seconds
     epochs = args.n_epochs + args.n_epochs_decay
-    lines = [f'| model ({epochs} epochs, ngf {args.ngf}, {args.size} px) | direction | background change (0-255) | '
+    lines = [f'| model ({epochs} epochs, ngf {args.ngf}, {args.size} px, seed {args.seed}) | direction | background change (0-255) | '
              'outside both (0-255) | translated (shape and colour) | shape | colour | mask IoU | checkerboard |',
              '|---|---|---|---|---|---|---|---|---|']
     for name, by_direction in results.items():

@@ -78,3 +78,20 @@ def test_mask_iou_and_background_outside_both():
     assert mask_iou(fake, half) == 0.5
     s, n = outside_both(real, fake, [disc], margin=2)
     assert n == 32 * 32 - 12 * 12 and abs(s / n - 10 * 4 * 32 / n) < 1e-6   # only the grey change counts
+
+
+def test_seed_reaches_training_and_names_the_runs(tmp_path, monkeypatch):
+    import train
+    import scripts.eval_translation as et
+    calls = []
+    monkeypatch.setattr(train, 'main', lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(et, 'evaluate', lambda *a: {})
+    monkeypatch.setattr(et, 'identity_baseline', lambda *a: {})
+    (tmp_path / 'trainA').mkdir()          # data present: nothing is generated
+    et.main(['--dataroot', str(tmp_path), '--models', 'insta_gan', 'cycle_gan', '--seed', '3'])
+    et.main(['--dataroot', str(tmp_path), '--models', 'insta_gan'])
+    names = [argv[argv.index('--name') + 1] for argv in calls]
+    seeds = [argv[argv.index('--seed') + 1] for argv in calls]
+    assert names == ['eval_translation_insta_gan_seed3', 'eval_translation_cycle_gan_seed3',
+                     'eval_translation_insta_gan']
+    assert seeds == ['3', '3', '0']
