@@ -7,6 +7,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from data.trimap import trimap_from_masks
 from models import networks
@@ -65,22 +66,36 @@ def composite(alpha, fg, bg):
     return alpha * fg + (1 - alpha) * bg
 
 
-def blend_translation(inp, out):
+def feather(alpha, radius):
+    """Widen an alpha matte by a soft ramp outside it: dilation by ``radius`` pixels, then a box blur
+    of the same reach. (B, 1, H, W) in [0, 1] -> same shape; unchanged where ``radius`` is 0, still 1
+    wherever ``alpha`` was 1, and 0 beyond ``2 * radius`` pixels of ``alpha > 0``."""
+    if radius == 0:
+        return alpha
+    k = 2 * radius + 1
+    dilated = F.max_pool2d(alpha, k, stride=1, padding=radius)
+    return F.avg_pool2d(dilated, k, stride=1, padding=radius, count_include_pad=False)
+
+
+def blend_translation(inp, out, radius=0):
     """``--blend matte``: a generator's output with its image composited over its input's.
 
     inp, out: (b, 3 + n, H, W) in [-1, 1], ``cat[image, masks]`` into and out of a set generator.
     alpha (b, 1, H, W) in [0, 1] is the soft union of the input and translated masks (the region an
-    instance leaves and the region it takes, :func:`masks_to_alpha`). Returns (translation with
-    image ``alpha * G_img + (1 - alpha) * x`` and the translated masks, alpha).
+    instance leaves and the region it takes, :func:`masks_to_alpha`), widened by ``radius`` pixels
+    (``--feather``, :func:`feather`). Returns (translation with image ``alpha * G_img + (1 - alpha)
+    * x`` and the translated masks, alpha).
 
     alpha is learned through, not detached: the GAN, cycle and context losses then reach the mask
     outputs through the composite, so a translated mask must cover exactly the pixels that
     should change -- the masks act as alpha mattes. Detached, the masks would get no signal from
-    the image at all and the composite could not correct a mask that is too small. Not feathered:
-    the real masks are hard ({-1, 1}) but the translated ones are soft (tanh), so the edges the
-    generator draws are the edges of the composite; a blur would change pixels outside both masks.
+    the image at all and the composite could not correct a mask that is too small. Not feathered by
+    default: the real masks are hard ({-1, 1}) but the translated ones are soft (tanh), so the edges
+    the generator draws are the edges of the composite, and a ramp changes pixels outside both
+    masks. ``--feather`` is there to measure whether a ramp hides the seam between the generator's
+    image and the input where an instance shrinks (README, "InstaGAN with matting").
     """
-    alpha = masks_to_alpha(torch.cat([inp[:, 3:], out[:, 3:]], 1))
+    alpha = feather(masks_to_alpha(torch.cat([inp[:, 3:], out[:, 3:]], 1)), radius)
     return torch.cat([composite(alpha, out[:, :3], inp[:, :3]), out[:, 3:]], 1), alpha
 
 
@@ -144,6 +159,9 @@ class InstaGANModel(BaseModel):
         parser.add_argument('--blend', default='none', choices=['none', 'matte'],
                             help='none: the official model; matte: composite each translated image over its input '
                                  'with the union of input and translated masks as alpha')
+        parser.add_argument('--feather', type=int, default=0,
+                            help='--blend matte: widen the alpha by a soft ramp of 2 x this many pixels outside '
+                                 'the masks (0: none)')
         parser.add_argument('--upsample', default='transpose', choices=networks.UPSAMPLE_MODES,
                             help='decoder upsampling: transposed conv (official) or resize (nearest / bilinear '
                                  'x2) then 3x3 conv')
@@ -168,12 +186,16 @@ class InstaGANModel(BaseModel):
             raise UserInputError(f'--ins_max and --ins_per must be at least 1 (got {opt.ins_max}, {opt.ins_per})')
         self.n_passes = math.ceil(opt.ins_max / opt.ins_per)
         self.blend = opt.blend == 'matte'
-        if not self.isTrain:                 # --blend changes no weight: say when it differs from training's
-            trained = saved_option(os.path.join(opt.checkpoints_dir, opt.name), 'blend')
-            if trained is not None and trained != opt.blend:
-                print(f'note: {os.path.join(opt.checkpoints_dir, opt.name, "train_opt.txt")} says this model '
-                      f'was trained with --blend {trained}; testing with --blend {opt.blend} (pass --blend '
-                      f'{trained} to composite as in training)')
+        if opt.feather < 0 or (opt.feather and not self.blend):
+            raise UserInputError(f'--feather must be >= 0 and needs --blend matte (got --feather {opt.feather} '
+                                 f'--blend {opt.blend})')
+        if not self.isTrain:        # --blend and --feather change no weight: say when they differ from training's
+            for name, value in (('blend', opt.blend), ('feather', str(opt.feather))):
+                trained = saved_option(os.path.join(opt.checkpoints_dir, opt.name), name)
+                if trained is not None and trained != value:
+                    print(f'note: {os.path.join(opt.checkpoints_dir, opt.name, "train_opt.txt")} says this model '
+                          f'was trained with --{name} {trained}; testing with --{name} {value} (pass --{name} '
+                          f'{trained} to composite as in training)')
         self.loss_names = ['D_A', 'G_A', 'cyc_A', 'idt_A', 'ctx_A', 'D_B', 'G_B', 'cyc_B', 'idt_B', 'ctx_B']
         if self.isTrain:
             if opt.lambda_alpha < 0 or opt.lambda_comp < 0:
@@ -262,7 +284,7 @@ class InstaGANModel(BaseModel):
                 ys = list(net(torch.cat(xs, 0)).split(sizes, 0))
             else:
                 ys = [net(x) if x.shape[0] else x for x in xs]
-            return ([blend_translation(x, y)[0] for x, y in zip(xs, ys)] if self.blend else ys), ys
+            return ([blend_translation(x, y, self.opt.feather)[0] for x, y in zip(xs, ys)] if self.blend else ys), ys
         (fake_B, *idt_A), (raw_B, *_) = call(self.netG_A, [real_A] + ([real_B] if with_idt else []))
         (rec_A, fake_A, *idt_B), (_, raw_A, *_) = call(self.netG_B, [fake_B, real_B] + ([real_A] if with_idt else []))
         (rec_B,), _ = call(self.netG_A, [fake_A])
@@ -301,7 +323,7 @@ class InstaGANModel(BaseModel):
         for seq, side in ((self.seq_A, self.current_pass.A), (self.seq_B, self.current_pass.B)):
             seq.advance(side.part.kept(side.part.index), slots, side.part.kept(side.fake), side.part.kept(side.rec))
             if self.blend:
-                seq.add_alpha(side.part.kept(side.part.index), side.part.kept(side.alpha()))
+                seq.add_alpha(side.part.kept(side.part.index), side.part.kept(side.alpha(self.opt.feather)))
         self.set_visuals()
         return self.current_pass
 
@@ -439,11 +461,12 @@ class PassSide:
     fake_set: torch.Tensor
     fake_raw: Optional[torch.Tensor] = None
 
-    def alpha(self):
-        """``--blend matte``'s alpha of this translation (b, 1, H, W) in [0, 1] (recomputed, no graph)."""
+    def alpha(self, radius=0):
+        """``--blend matte``'s alpha of this translation (b, 1, H, W) in [0, 1] (recomputed, no graph),
+        widened by ``radius`` (``--feather``)."""
         n = self.real.shape[1] - 3
         with torch.no_grad():
-            return masks_to_alpha(torch.cat([self.real[:, 3:], self.fake[:, 3:3 + n]], 1))
+            return feather(masks_to_alpha(torch.cat([self.real[:, 3:], self.fake[:, 3:3 + n]], 1)), radius)
 
 
 @dataclass

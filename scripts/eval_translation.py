@@ -42,7 +42,9 @@ DIRECTIONS = (('A', 'AtoB'), ('B', 'BtoA'))   # (input side, direction)
 VARIANT_KEYS = {'insta_gan': 'insta_gan', 'insta_gan --blend matte': 'insta_gan_matte',   # row -> --models key
                 'insta_gan --blend matte + matting losses': 'insta_gan_matte_losses',
                 'insta_gan --upsample resize': 'insta_gan_resize',
-                'insta_gan --blend matte --upsample resize': 'insta_gan_matte_resize', 'cycle_gan': 'cycle_gan'}
+                'insta_gan --blend matte --upsample resize': 'insta_gan_matte_resize',
+                'insta_gan --blend matte --upsample resize --feather': 'insta_gan_matte_resize_feather',
+                'cycle_gan': 'cycle_gan'}
 
 
 def saturation(img):
@@ -217,6 +219,7 @@ def main(argv=None):
                    help='rows to train and evaluate: ' + ', '.join(f'{k} ({row})' for row, k in VARIANT_KEYS.items()))
     p.add_argument('--lambda_alpha', type=float, default=1.0, help='matting-loss row: --lambda_alpha')
     p.add_argument('--lambda_comp', type=float, default=1.0, help='matting-loss row: --lambda_comp')
+    p.add_argument('--feather', type=int, default=1, help='feathered row: --feather')
     p.add_argument('--n_epochs', type=int, default=4)
     p.add_argument('--n_epochs_decay', type=int, default=2)
     p.add_argument('--batch_size', type=int, default=1)
@@ -248,6 +251,8 @@ def main(argv=None):
         'insta_gan --blend matte + matting losses': ('insta_gan', insta + matte + losses, losses),
         'insta_gan --upsample resize': ('insta_gan', insta + ['--upsample', 'resize'], []),
         'insta_gan --blend matte --upsample resize': ('insta_gan', insta + matte + ['--upsample', 'resize'], []),
+        'insta_gan --blend matte --upsample resize --feather': (
+            'insta_gan', insta + matte + ['--upsample', 'resize', '--feather', str(args.feather)], []),
         'cycle_gan': ('cycle_gan', ['--netG', args.cyclegan_netG], []),
     }
     unknown = set(args.models) - {VARIANT_KEYS[v] for v in variants}

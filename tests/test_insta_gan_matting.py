@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from models import create_model
 from models.insta_gan_model import (ALPHA_FLOOR, InstaGANModel, PassSide, blend_translation, edge_band,
-                                    masks_to_alpha)
+                                    feather, masks_to_alpha)
 from models.set_networks import ResnetSetGenerator
 from options.train_options import TrainOptions
 from util import checkpoint
@@ -40,6 +40,29 @@ def test_pixels_outside_the_blend_region_are_the_inputs_bit_for_bit():
     assert inside[:, 3, 3].all() and inside[:, 10, 10].all()
     assert torch.allclose(blended[:, :3].permute(1, 0, 2, 3)[:, inside], out[:, :3].permute(1, 0, 2, 3)[:, inside])
     assert torch.equal(blended[:, 3:], out[:, 3:])    # the masks are the generator's
+
+
+def test_feather_ramps_alpha_outside_the_masks_and_keeps_the_rest():
+    torch.manual_seed(0)
+    inp = torch.cat([torch.rand(1, 3, 24, 24) * 2 - 1, box_masks(1, 1, 24, 24, [(8, 16, 8, 16)])], 1)
+    out = torch.cat([torch.rand(1, 3, 24, 24) * 2 - 1, -torch.ones(1, 1, 24, 24)], 1).requires_grad_()
+    hard = blend_translation(inp, out)[1]
+    assert torch.equal(feather(hard, 0), hard)
+    blended, alpha = blend_translation(inp, out, 2)
+    row = alpha[0, 0, 12]                          # through the box's middle: 1 inside, ramp, 0 beyond 4 px
+    assert row[8:16].eq(1).all() and row[:4].eq(0).all() and row[20:].eq(0).all()
+    ramp = row[16:20]
+    assert (ramp > 0).all() and (ramp < 1).all() and (ramp.diff() < 0).all()
+    far = alpha[0, 0] == 0
+    assert torch.equal(blended[0, :3][:, far], inp[0, :3][:, far])    # beyond the ramp: the input exactly
+    blended[:, :3, 12, 17].sum().backward()        # the ramp takes the generator's image in part
+    assert out.grad[0, :3, 12, 17].abs().min() > 0
+
+
+def test_feather_needs_blend_matte(shapes_root):
+    for extra in (['--feather', '1'], ['--blend', 'matte', '--feather', '-1']):
+        with pytest.raises(UserInputError, match='--feather'):
+            create_model(TrainOptions(['--dataroot', shapes_root, *TINY, *extra]).parse())
 
 
 def test_alpha_floor_keeps_near_empty_translated_masks_out_of_the_blend():
@@ -200,3 +223,7 @@ def test_testing_with_another_blend_than_training_says_so(shapes_root, tmp_path,
     assert 'trained with --blend matte; testing with --blend none' in out and 'train_opt.txt' in out
     create_model(TestOptions(['--dataroot', shapes_root, *test, *ck, '--blend', 'matte']).parse())
     assert 'trained with' not in capsys.readouterr().out
+    TrainOptions(['--dataroot', shapes_root, *TINY, *ck, '--blend', 'matte', '--feather', '1']).parse()
+    capsys.readouterr()
+    create_model(TestOptions(['--dataroot', shapes_root, *test, *ck, '--blend', 'matte']).parse())
+    assert 'trained with --feather 1; testing with --feather 0' in capsys.readouterr().out
