@@ -95,8 +95,15 @@ def blend_translation(inp, out, radius=0):
     masks. ``--feather`` is there to measure whether a ramp hides the seam between the generator's
     image and the input where an instance shrinks (README, "InstaGAN with matting").
     """
-    alpha = feather(masks_to_alpha(torch.cat([inp[:, 3:], out[:, 3:]], 1)), radius)
+    alpha = blend_alpha(inp, out, radius)
     return torch.cat([composite(alpha, out[:, :3], inp[:, :3]), out[:, 3:]], 1), alpha
+
+
+def blend_alpha(inp, out, radius=0):
+    """The alpha of :func:`blend_translation`: the soft union (:func:`masks_to_alpha`) of the masks of
+    inp and out ((b, 3 + n, H, W) in [-1, 1]), widened by ``radius`` (:func:`feather`) -> (b, 1, H, W)
+    in [0, 1]."""
+    return feather(masks_to_alpha(torch.cat([inp[:, 3:], out[:, 3:]], 1)), radius)
 
 
 def edge_band(segs):
@@ -464,9 +471,8 @@ class PassSide:
     def alpha(self, radius=0):
         """``--blend matte``'s alpha of this translation (b, 1, H, W) in [0, 1] (recomputed, no graph),
         widened by ``radius`` (``--feather``)."""
-        n = self.real.shape[1] - 3
         with torch.no_grad():
-            return feather(masks_to_alpha(torch.cat([self.real[:, 3:], self.fake[:, 3:3 + n]], 1)), radius)
+            return blend_alpha(self.real, self.fake[:, :self.real.shape[1]], radius)
 
 
 @dataclass
