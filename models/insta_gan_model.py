@@ -95,15 +95,8 @@ def blend_translation(inp, out, radius=0):
     masks. ``--feather`` is there to measure whether a ramp hides the seam between the generator's
     image and the input where an instance shrinks (README, "InstaGAN with matting").
     """
-    alpha = blend_alpha(inp, out, radius)
+    alpha = feather(masks_to_alpha(torch.cat([inp[:, 3:], out[:, 3:]], 1)), radius)
     return torch.cat([composite(alpha, out[:, :3], inp[:, :3]), out[:, 3:]], 1), alpha
-
-
-def blend_alpha(inp, out, radius=0):
-    """The alpha of :func:`blend_translation`: the soft union (:func:`masks_to_alpha`) of the masks of
-    inp and out ((b, 3 + n, H, W) in [-1, 1]), widened by ``radius`` (:func:`feather`) -> (b, 1, H, W)
-    in [0, 1]."""
-    return feather(masks_to_alpha(torch.cat([inp[:, 3:], out[:, 3:]], 1)), radius)
 
 
 def edge_band(segs):
@@ -280,23 +273,28 @@ class InstaGANModel(BaseModel):
         per-sample normalisation the calls of one generator are fused into one batch (per-sample
         results unchanged). With ``--blend matte`` each output's image is composited over its own
         input's (:func:`blend_translation`). Returns (fake_B, rec_A, fake_A, rec_B, idt_A, idt_B)
-        (idt_* None without) and the generators' own fake_B, fake_A before compositing (``--blend
-        matte``; else None, None)."""
+        (idt_* None without), the generators' own fake_B, fake_A before compositing and the alphas
+        of those two composites (``--blend matte``; else None, None and None, None)."""
         def call(net, xs):
-            """(outputs, the generator's own outputs): composited under --blend matte, else the same."""
+            """(outputs, the generator's own outputs, alphas): composited under --blend matte, else the
+            outputs twice and no alphas."""
             sizes = [x.shape[0] for x in xs]
             if sum(sizes) == 0:
-                return list(xs), list(xs)
-            if self.fuse_calls:
+                ys = list(xs)
+            elif self.fuse_calls:
                 ys = list(net(torch.cat(xs, 0)).split(sizes, 0))
             else:
                 ys = [net(x) if x.shape[0] else x for x in xs]
-            return ([blend_translation(x, y, self.opt.feather)[0] for x, y in zip(xs, ys)] if self.blend else ys), ys
-        (fake_B, *idt_A), (raw_B, *_) = call(self.netG_A, [real_A] + ([real_B] if with_idt else []))
-        (rec_A, fake_A, *idt_B), (_, raw_A, *_) = call(self.netG_B, [fake_B, real_B] + ([real_A] if with_idt else []))
-        (rec_B,), _ = call(self.netG_A, [fake_A])
+            if not self.blend:
+                return ys, ys, [None] * len(ys)
+            outs, alphas = zip(*(blend_translation(x, y, self.opt.feather) for x, y in zip(xs, ys)))
+            return list(outs), ys, list(alphas)
+        (fake_B, *idt_A), (raw_B, *_), (alpha_B, *_) = call(self.netG_A, [real_A] + ([real_B] if with_idt else []))
+        (rec_A, fake_A, *idt_B), (_, raw_A, *_), (_, alpha_A, *_) = call(
+            self.netG_B, [fake_B, real_B] + ([real_A] if with_idt else []))
+        (rec_B,), _, _ = call(self.netG_A, [fake_A])
         raw_fakes = (raw_B, raw_A) if self.blend else (None, None)
-        return (fake_B, rec_A, fake_A, rec_B, (idt_A or [None])[0], (idt_B or [None])[0]), raw_fakes
+        return (fake_B, rec_A, fake_A, rec_B, (idt_A or [None])[0], (idt_B or [None])[0]), raw_fakes, (alpha_B, alpha_A)
 
     def start_passes(self):
         """Start a sequential translation: each direction from the real images, no mask translated yet."""
@@ -320,17 +318,18 @@ class InstaGANModel(BaseModel):
         part_A, part_B = participation(with_instances, self.device, training=self.isTrain and torch.is_grad_enabled())
         real_A = torch.cat([self.seq_A.image, segs_A], 1)[part_A.index]
         real_B = torch.cat([self.seq_B.image, segs_B], 1)[part_B.index]
-        (fake_B, rec_A, fake_A, rec_B, idt_A, idt_B), (raw_B, raw_A) = self.run_generators(real_A, real_B, with_idt)
+        (fake_B, rec_A, fake_A, rec_B, idt_A, idt_B), (raw_B, raw_A), (alpha_B, alpha_A) = self.run_generators(
+            real_A, real_B, with_idt)
         self.current_pass = Pass(
             slots,
             A=PassSide(part_A, real_A, fake_B, rec_A, idt_B, self.seq_A.with_all_masks(part_A.index, slots, fake_B),
-                       raw_B),
+                       raw_B, alpha_B),
             B=PassSide(part_B, real_B, fake_A, rec_B, idt_A, self.seq_B.with_all_masks(part_B.index, slots, fake_A),
-                       raw_A))
+                       raw_A, alpha_A))
         for seq, side in ((self.seq_A, self.current_pass.A), (self.seq_B, self.current_pass.B)):
             seq.advance(side.part.kept(side.part.index), slots, side.part.kept(side.fake), side.part.kept(side.rec))
             if self.blend:
-                seq.add_alpha(side.part.kept(side.part.index), side.part.kept(side.alpha(self.opt.feather)))
+                seq.add_alpha(side.part.kept(side.part.index), side.part.kept(side.alpha))
         self.set_visuals()
         return self.current_pass
 
@@ -376,8 +375,7 @@ class InstaGANModel(BaseModel):
         if side.idt is not None:
             out[names.idt] = self.criterionIdt(side.idt, side.real) * lam * o.lambda_idt
         if o.lambda_ctx > 0:
-            n = side.real.shape[1] - 3
-            weight = (1 - merge_masks(torch.cat([side.real[:, 3:], side.fake[:, 3:3 + n]], 1))) / 2
+            weight = (1 - merge_masks(torch.cat([side.real[:, 3:], side.fake[:, 3:]], 1))) / 2
             image = side.fake if side.fake_raw is None else side.fake_raw
             out[names.ctx] = weighted_l1(side.real[:, :3], image[:, :3], weight) * lam * o.lambda_ctx
         if o.lambda_alpha > 0:
@@ -402,10 +400,14 @@ class InstaGANModel(BaseModel):
         foreground must give I back, ``|alpha_t I + (1 - alpha_t) x - I| = (1 - alpha_t) |I - x|``,
         over the input's background (outside the input masks, where x is the true background). It
         penalises image change where the masks say background, and pushes the masks to cover the
-        pixels that changed. Images in [0, 1] as the loss requires."""
-        n = side.real.shape[1] - 3
-        x, fake = (side.real[:, :3] + 1) / 2, (side.fake[:, :3] + 1) / 2
-        alpha_t = masks_to_alpha(side.fake[:, 3:3 + n])
+        pixels that changed. Images in [0, 1] as the loss requires.
+
+        With ``--blend matte`` I is the generator's own image (as for the context loss): the composite
+        equals ``alpha_t G + (1 - alpha_t) x`` over the input's background already, so on it the loss
+        would be ``alpha_t (1 - alpha_t) |G - x|``, nearly 0, and would only reward hard masks."""
+        x = (side.real[:, :3] + 1) / 2
+        fake = (side.fake[:, :3] if side.fake_raw is None else side.fake_raw[:, :3]) / 2 + 0.5
+        alpha_t = masks_to_alpha(side.fake[:, 3:])
         background = merge_masks(side.real[:, 3:]) < 0
         return composition_loss(alpha_t, fake, x, fake, background)
 
@@ -459,7 +461,8 @@ class PassSide:
     mapping of ``real`` (None without the identity loss), all (b, 3 + n, H, W); ``fake_set``: what
     the discriminator judges, the translated image with the translated masks of every pass so far
     (b, 3 + ins_max, H, W; earlier passes' detached, empty slots -1); ``fake_raw``: with ``--blend
-    matte`` the generator's own output before compositing (b, 3 + n, H, W), else None."""
+    matte`` the generator's own output before compositing (b, 3 + n, H, W), else None; ``alpha``:
+    with ``--blend matte`` the alpha of the composite (b, 1, H, W) in [0, 1], else None."""
     part: Participation
     real: torch.Tensor
     fake: torch.Tensor
@@ -467,12 +470,7 @@ class PassSide:
     idt: Optional[torch.Tensor]
     fake_set: torch.Tensor
     fake_raw: Optional[torch.Tensor] = None
-
-    def alpha(self, radius=0):
-        """``--blend matte``'s alpha of this translation (b, 1, H, W) in [0, 1] (recomputed, no graph),
-        widened by ``radius`` (``--feather``)."""
-        with torch.no_grad():
-            return blend_alpha(self.real, self.fake[:, :self.real.shape[1]], radius)
+    alpha: Optional[torch.Tensor] = None
 
 
 @dataclass
