@@ -1,7 +1,6 @@
 """InstaGAN (Mo, Cho, Shin, ICLR 2019): instance-aware unpaired translation of an image together
 with its instance masks, trained with sequential mini-batch translation."""
 import math
-import os
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -13,7 +12,7 @@ from data.trimap import trimap_from_masks
 from models import networks
 from models.base_model import BaseModel
 from models.losses import alpha_prediction_loss, composition_loss, discriminator_loss
-from options.base_options import saved_option
+from options.base_options import as_trained
 from util.errors import UserInputError
 from util.image_pool import ImagePool
 from util.train_step import Participation, participation
@@ -165,6 +164,8 @@ class InstaGANModel(BaseModel):
         parser.add_argument('--upsample', default='transpose', choices=networks.UPSAMPLE_MODES,
                             help='decoder upsampling: transposed conv (official) or resize (nearest / bilinear '
                                  'x2) then 3x3 conv')
+        if not is_train:
+            as_trained(parser, 'blend', 'feather', 'upsample')
         if is_train:
             parser.add_argument('--lambda_A', type=float, default=10.0, help='weight of cycle loss A->B->A')
             parser.add_argument('--lambda_B', type=float, default=10.0, help='weight of cycle loss B->A->B')
@@ -188,14 +189,7 @@ class InstaGANModel(BaseModel):
         self.blend = opt.blend == 'matte'
         if opt.feather < 0 or (opt.feather and not self.blend):
             raise UserInputError(f'--feather must be >= 0 and needs --blend matte (got --feather {opt.feather} '
-                                 f'--blend {opt.blend})')
-        if not self.isTrain:        # --blend and --feather change no weight: say when they differ from training's
-            for name, value in (('blend', opt.blend), ('feather', str(opt.feather))):
-                trained = saved_option(os.path.join(opt.checkpoints_dir, opt.name), name)
-                if trained is not None and trained != value:
-                    print(f'note: {os.path.join(opt.checkpoints_dir, opt.name, "train_opt.txt")} says this model '
-                          f'was trained with --{name} {trained}; testing with --{name} {value} (pass --{name} '
-                          f'{trained} to composite as in training)')
+                                 f'--blend {opt.blend}; with --blend none give --feather 0)')
         self.loss_names = ['D_A', 'G_A', 'cyc_A', 'idt_A', 'ctx_A', 'D_B', 'G_B', 'cyc_B', 'idt_B', 'ctx_B']
         if self.isTrain:
             if opt.lambda_alpha < 0 or opt.lambda_comp < 0:

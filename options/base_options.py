@@ -52,6 +52,29 @@ def saved_option(expr_dir, name, phase='train'):
     return None
 
 
+#: the options a model keeps from training at test time (:func:`as_trained`): parser default's key
+AS_TRAINED = '_as_trained'
+#: what such an option holds after parsing when the command line did not give it
+class _Unset:
+    def __repr__(self):
+        return '<as trained>'
+
+
+_UNSET = _Unset()
+
+
+def as_trained(parser, *names):
+    """Test time: the options ``names`` (already on ``parser``), which change how a trained model is
+    run but no weight the checkpoint loader could check (InstaGAN's ``--blend``), default to the
+    value the training run recorded in ``train_opt.txt`` (:func:`saved_option`), else to their own
+    defaults. A model calls this from ``modify_commandline_options`` when not training; an option
+    given on the command line wins."""
+    parser.set_defaults(**{AS_TRAINED: names})
+    for action in parser._actions:
+        if action.dest in names:
+            action.help += ' (testing: the value train_opt.txt records, if any)'
+
+
 class BaseOptions:
     """Parse, complete and save options. ``parse()`` returns an ``argparse.Namespace``."""
 
@@ -160,7 +183,10 @@ class BaseOptions:
         parser = dataset_option_setter(parser, self.isTrain)
         parser.add_argument('-h', '--help', action='help', help='show this help message and exit')
         self.parser = parser
-        return parser.parse_args(self.argv)
+        # options kept from training start as _UNSET: argparse leaves a value already in the namespace
+        # alone unless the command line gives the option, so _UNSET afterwards means "not given"
+        return parser.parse_args(self.argv, argparse.Namespace(**dict.fromkeys(parser.get_default(AS_TRAINED) or (),
+                                                                                _UNSET)))
 
     def print_options(self, opt, save=True):
         lines = ['----------------- Options ---------------']
@@ -192,7 +218,7 @@ class BaseOptions:
                     self.parser.error(f'--{name} must be >= {low}, got {value}')
         for action in self.parser._actions:
             value = getattr(opt, action.dest, None)
-            if action.choices is not None and value is not None and value not in action.choices:
+            if action.choices is not None and value not in (None, _UNSET) and value not in action.choices:
                 self.parser.error(f'--{action.dest} {value!r}: choose one of {", ".join(map(str, action.choices))}')
 
     def resolve_dataroot(self, opt):
@@ -240,9 +266,34 @@ class BaseOptions:
             except (KeyError, IndexError, ValueError) as e:
                 self.parser.error(f'--suffix {opt.suffix!r}: {e!r}; use option names in braces, e.g. '
                                   '{model}_{netG}_size{load_size}')
+        self.take_trained(opt)
         self.print_options(opt, save=save)
         self.opt = opt
         return opt
+
+    def take_trained(self, opt):
+        """Fill in the options kept from training (:func:`as_trained`) that the command line did not
+        give: the value ``<checkpoints_dir>/<name>/train_opt.txt`` records, else the option's default.
+        A recorded value the option does not accept is an argparse error naming the file."""
+        path = os.path.join(opt.checkpoints_dir, opt.name, 'train_opt.txt')
+        for name in vars(opt).pop(AS_TRAINED, None) or ():
+            if getattr(opt, name) is not _UNSET:
+                continue
+            saved = saved_option(os.path.dirname(path), name)
+            if saved is None:
+                setattr(opt, name, self.parser.get_default(name))
+                continue
+            action = next(a for a in self.parser._actions if a.dest == name)
+            try:
+                value = action.type(saved) if action.type else saved
+            except ValueError:
+                value = None
+            if value is None or (action.choices is not None and value not in action.choices):
+                self.parser.error(f'{path} records --{name} {saved!r}, which this version does not accept; '
+                                  f'give --{name} on the command line')
+            if value != self.parser.get_default(name) and opt.rank == 0:
+                print(f'--{name} {value}: as trained ({path}; give --{name} to change it)')
+            setattr(opt, name, value)
 
 
 def parse_gpu_ids(value):

@@ -290,3 +290,43 @@ def test_make_auto_masks_writes_binary_pngs_in_the_official_layout(tmp_path, det
     assert [len(v) for v in index_masks(str(seg)).values()] == [2, 2, 2]
     with pytest.raises(UserInputError, match='--overwrite'):
         make_auto_masks_main(['--images', str(images), '--categories', 'person', '--model_path', rigged_path])
+
+
+def test_test_py_with_auto_masks_composites_as_trained_and_shows_the_alpha(tmp_path, rigged_path, capsys):
+    """A model trained with --blend matte --feather 1: test.py with --auto_masks and no --blend
+    composites as in training (train_opt.txt) and the page shows the alpha; outside it the
+    translated image is the input."""
+    from models import create_model
+    from options.train_options import TrainOptions
+    root = tmp_path / 'data'
+    for d in 'AB':
+        write_images(root / f'test{d}', 1, seed=ord(d))
+    size = ['--load_size_h', '48', '--load_size_w', '64', '--crop_size_h', '48', '--crop_size_w', '64']
+    common = ['--model', 'insta_gan', '--ngf', '4', '--ndf', '4', '--n_blocks', '1', '--ins_max', '2',
+              '--ins_per', '2', '--gpu_ids', '-1', '--checkpoints_dir', str(tmp_path / 'checkpoints'),
+              '--name', 'M', '--dataroot', str(root), *size]
+    opt = TrainOptions([*common, '--blend', 'matte', '--feather', '1', '--display_id', '0']).parse()
+    model = create_model(opt)
+    for net in (model.netG_A, model.netG_B):      # translated masks empty: the alpha is the input's masks
+        last = [m for m in net.decoder_seg if isinstance(m, torch.nn.Conv2d)][-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.fill_(-10.0)
+    model.save_networks('latest')
+    capsys.readouterr()
+    results = tmp_path / 'results'
+    rc = test_script.main([*common, '--auto_masks', '--mask_categories', 'person', '--mask_score_thresh', '0.2',
+                           '--mask_model_path', rigged_path, '--mask_min_size', '64', '--mask_max_size', '128',
+                           '--phase', 'test', '--results_dir', str(results), '--num_test', '1', '--preprocess', 'none'])
+    assert rc == 0
+    assert '--blend matte: as trained' in capsys.readouterr().out
+    page = results / 'M' / 'test_latest' / 'index.html'
+    srcs = {s.split('/')[-1].split('_', 1)[1]: page.parent / s
+            for s in re.findall(r'<img[^>]*src="([^"]+)"', page.read_text())}
+    assert {'fake_B_alpha.png', 'fake_A_alpha.png'} <= set(srcs)
+    alpha = np.asarray(Image.open(srcs['fake_B_alpha.png']).convert('L')).astype(int)
+    real, fake = (np.asarray(Image.open(srcs[f'{v}.png']).convert('RGB')).astype(int)
+                  for v in ('real_A_img', 'fake_B_img'))
+    person = centred_box(48, 64, RIG[PERSON][0])
+    assert alpha[person].min() > 0 and (alpha == 0).any()       # the detected instance is in the alpha
+    assert np.abs(real - fake).max(2)[alpha == 0].max() <= 1    # outside it: the input (PNG rounding)

@@ -214,19 +214,34 @@ def test_blend_matte_takes_the_context_and_comp_losses_on_the_generators_own_ima
     assert plain.forward(0).A.fake_raw is None          # --blend none: the official loss on the output
 
 
-def test_testing_with_another_blend_than_training_says_so(shapes_root, tmp_path, capsys):
+def test_testing_composites_as_trained_unless_told_otherwise(shapes_root, tmp_path, capsys):
+    """test.py takes --blend, --feather and --upsample from train_opt.txt when they are not given."""
     from options.test_options import TestOptions
     ck = ['--checkpoints_dir', str(tmp_path), '--name', 'm']
-    TrainOptions(['--dataroot', shapes_root, *TINY, *ck, '--blend', 'matte']).parse()   # writes train_opt.txt
-    capsys.readouterr()
     test = TINY[:-3]                                  # without --display_id 0 --no_html (training only)
     assert TINY[-3:] == ['--display_id', '0', '--no_html']
-    create_model(TestOptions(['--dataroot', shapes_root, *test, *ck]).parse())
-    out = capsys.readouterr().out
-    assert 'trained with --blend matte; testing with --blend none' in out and 'train_opt.txt' in out
-    create_model(TestOptions(['--dataroot', shapes_root, *test, *ck, '--blend', 'matte']).parse())
-    assert 'trained with' not in capsys.readouterr().out
-    TrainOptions(['--dataroot', shapes_root, *TINY, *ck, '--blend', 'matte', '--feather', '1']).parse()
+    opt = TestOptions(['--dataroot', shapes_root, *test, *ck]).parse()     # no train_opt.txt: the defaults
+    assert (opt.blend, opt.feather, opt.upsample) == ('none', 0, 'transpose')
+    TrainOptions(['--dataroot', shapes_root, *TINY, *ck, '--blend', 'matte', '--feather', '1',
+                  '--upsample', 'resize']).parse()   # writes train_opt.txt
     capsys.readouterr()
-    create_model(TestOptions(['--dataroot', shapes_root, *test, *ck, '--blend', 'matte']).parse())
-    assert 'trained with --feather 1; testing with --feather 0' in capsys.readouterr().out
+    opt = TestOptions(['--dataroot', shapes_root, *test, *ck]).parse()
+    assert (opt.blend, opt.feather, opt.upsample) == ('matte', 1, 'resize')
+    assert '--blend matte: as trained' in capsys.readouterr().out
+    assert create_model(opt).blend
+    opt = TestOptions(['--dataroot', shapes_root, *test, *ck, '--blend', 'none', '--feather', '0']).parse()
+    assert (opt.blend, opt.feather, opt.upsample) == ('none', 0, 'resize')     # the command line wins
+    opt = TestOptions(['--dataroot', shapes_root, *test, *ck, '--blend', 'none']).parse()
+    with pytest.raises(UserInputError, match='give --feather 0'):
+        create_model(opt)
+
+
+def test_a_recorded_value_this_version_refuses_is_an_error_naming_the_file(shapes_root, tmp_path, capsys):
+    from options.test_options import TestOptions
+    (tmp_path / 'm').mkdir()
+    (tmp_path / 'm' / 'train_opt.txt').write_text('                    blend: sideways\n')
+    with pytest.raises(SystemExit) as e:
+        TestOptions(['--dataroot', shapes_root, *TINY[:-3], '--checkpoints_dir', str(tmp_path), '--name', 'm']).parse()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert 'train_opt.txt' in err and "--blend 'sideways'" in err
