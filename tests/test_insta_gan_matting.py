@@ -245,3 +245,22 @@ def test_a_recorded_value_this_version_refuses_is_an_error_naming_the_file(shape
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert 'train_opt.txt' in err and "--blend 'sideways'" in err
+
+
+@pytest.mark.parametrize('upsample', ['transpose', 'resize'])
+def test_model_options_reach_the_generators_and_the_composite(shapes_root, upsample):
+    """--upsample builds the model's decoders; --feather widens the alpha of every pass's composite."""
+    from data import create_dataset
+    opt = TrainOptions(['--dataroot', shapes_root, *TINY, '--blend', 'matte', '--feather', '1',
+                        '--upsample', upsample]).parse()
+    model = create_model(opt)
+    model.setup(opt)
+    transposed = any(isinstance(m, nn.ConvTranspose2d) for m in model.netG_A.modules())
+    assert transposed == (upsample == 'transpose')
+    for name in ('netG_A', 'netG_B'):
+        setattr(model, name, BoxMasks(getattr(model, name)))
+    model.set_input(next(iter(create_dataset(opt))))
+    model.start_passes()
+    side = model.forward(0).A
+    assert torch.equal(side.alpha, blend_translation(side.real, side.fake_raw, 1)[1])
+    assert not torch.equal(side.alpha, blend_translation(side.real, side.fake_raw, 0)[1])
