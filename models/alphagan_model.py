@@ -64,7 +64,7 @@ class AlphaGANModel(MattingModel):
         parser.set_defaults(dataset_mode='matting', netG='alphagan', netD='n_layers', n_layers_D=3,
                             norm='batch', input_nc=4, output_nc=1, crop_size=320, load_size=320,
                             batch_size=1)
-        MattingModel.add_guidance_option(parser)
+        MattingModel.add_guidance_option(parser, is_train)
         if is_train:
             # The paper's adversarial objective is the standard GAN one,
             # L_GAN = log D(real) + log(1 - D(C(G(x)))), i.e. --gan_mode vanilla (BCE on logits;

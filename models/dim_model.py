@@ -93,7 +93,7 @@ class DIMModel(MattingModel):
                        help='alpha: clamp(alpha + refinement, 0, 1) (paper); logit: sigmoid(logit + refinement)')
         g.add_argument('--dim_trimap', default=None, choices=('half', 'byte'),
                        help="trimap channel: half {0, 0.5, 1}; byte {0, 128/255, 1} (the port's trimap / 255)")
-        MattingModel.add_guidance_option(g)
+        MattingModel.add_guidance_option(g, is_train)
         g.add_argument('--dim_stage', type=int, choices=(1, 2, 3), default=1 if is_train else None,
                        help='1: encoder-decoder; 2: refinement (encoder-decoder frozen); 3: all. '
                             + ('' if is_train else 'Default at test time: refinement if the checkpoint has it'))

@@ -22,6 +22,7 @@ import torch
 from models.base_model import BaseModel
 from models.matting_guidance import GUIDANCE_CHOICES, GUIDANCE_NC, known_colours
 from models.matting_networks import IMAGENET_MEAN, IMAGENET_STD
+from options.base_options import as_trained
 from util.errors import UserInputError
 from util.metrics import evaluate_matte
 from util.tiling import TILE_ALIGN, scaled, tiled
@@ -96,14 +97,17 @@ class MattingModel(BaseModel):
         return parser
 
     @staticmethod
-    def add_guidance_option(parser):
-        """Add ``--guidance`` (train and test time; a matting model's ``modify_commandline_options``
+    def add_guidance_option(parser, is_train):
+        """Add ``--guidance`` (train and test time, test.py taking the trained value by default:
+        :func:`options.base_options.as_trained`; a matting model's ``modify_commandline_options``
         calls this). The model appends :meth:`guidance_channels` to its network input."""
         parser.add_argument('--guidance', default='none', choices=GUIDANCE_CHOICES,
                             help="none: the network sees RGB + trimap (the papers). known_colours: also the "
                                  "colours of the nearest known foreground / background pixels and the alpha "
                                  "projected between them (models/matting_guidance.py; the CPU recipe of make "
-                                 "demo-matting). Give the same value to train.py and test.py")
+                                 "demo-matting)")
+        if not is_train:
+            as_trained(parser, 'guidance')
         return parser
 
     @property

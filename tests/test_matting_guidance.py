@@ -83,6 +83,13 @@ def test_guidance_feeds_11_channels_and_a_checkpoint_needs_the_same_option(name,
     m.setup(guided)
     assert first_conv(m).in_channels == 11 and m.report_options()['guidance'] == 'known_colours'
 
+    TrainOptions(common + ['--guidance', 'known_colours']).parse()            # writes train_opt.txt
+    as_trained = TestOptions(common + ['--phase', 'test']).parse(save=False)
+    assert as_trained.guidance == 'known_colours'                              # test.py takes it from there
+    m = create_model(as_trained)
+    m.setup(as_trained)
+    assert first_conv(m).in_channels == 11
+
 
 def test_dim_guidance_error_names_the_option_and_the_port_path_refuses_it(tmp_path):
     common = ['--model', 'dim', '--dataroot', str(tmp_path), '--checkpoints_dir', str(tmp_path), '--name', 'g',
