@@ -52,10 +52,13 @@ def saved_option(expr_dir, name, phase='train'):
     return None
 
 
-#: the options a model keeps from training at test time (:func:`as_trained`): parser default's key
+#: the parser default that lists the options a model keeps from training at test time (:func:`as_trained`)
 AS_TRAINED = '_as_trained'
-#: what such an option holds after parsing when the command line did not give it
+
+
 class _Unset:
+    """What an option kept from training holds after parsing when the command line did not give it."""
+
     def __repr__(self):
         return '<as trained>'
 
