@@ -91,8 +91,10 @@ def blend_translation(inp, out, radius=0):
     the image at all and the composite could not correct a mask that is too small. Not feathered by
     default: the real masks are hard ({-1, 1}) but the translated ones are soft (tanh), so the edges
     the generator draws are the edges of the composite, and a ramp changes pixels outside both
-    masks. ``--feather`` is there to measure whether a ramp hides the seam between the generator's
-    image and the input where an instance shrinks (README, "InstaGAN with matting").
+    masks. With ``--feather R`` a ramp of 2R pixels hides the seam between the generator's image and
+    the input where an instance shrinks: on the shapes data ``--feather 1`` is what brings squares ->
+    discs up to plain InstaGAN's rate (three seeds, README "InstaGAN with matting"); it stays opt-in
+    so that ``--blend matte`` alone changes no pixel outside the masks.
     """
     alpha = feather(masks_to_alpha(torch.cat([inp[:, 3:], out[:, 3:]], 1)), radius)
     return torch.cat([composite(alpha, out[:, :3], inp[:, :3]), out[:, 3:]], 1), alpha
