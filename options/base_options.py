@@ -67,12 +67,12 @@ _UNSET = _Unset()
 
 
 def as_trained(parser, *names):
-    """Test time: the options ``names`` (already on ``parser``), which change how a trained model is
-    run but no weight the checkpoint loader could check (InstaGAN's ``--blend``), default to the
-    value the training run recorded in ``train_opt.txt`` (:func:`saved_option`), else to their own
-    defaults. A model calls this from ``modify_commandline_options`` when not training; an option
-    given on the command line wins."""
-    parser.set_defaults(**{AS_TRAINED: names})
+    """Test time: the options ``names`` (already on ``parser``), which must match training (InstaGAN's
+    ``--blend``, a matting model's ``--guidance``), default to the value the training run recorded in
+    ``train_opt.txt`` (:func:`saved_option`), else to their own defaults. A model or dataset calls
+    this from its ``modify_commandline_options`` when not training (calls add up); an option given
+    on the command line wins."""
+    parser.set_defaults(**{AS_TRAINED: tuple(parser.get_default(AS_TRAINED) or ()) + names})
     for action in parser._actions:
         if action.dest in names:
             action.help += ' (testing: the value train_opt.txt records, if any)'
